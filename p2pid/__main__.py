@@ -1,0 +1,3 @@
+from p2pid.cli import main
+
+raise SystemExit(main())
