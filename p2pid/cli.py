@@ -1,0 +1,262 @@
+"""The command line. A client of the daemon: it never imports libp2p, trio or the store at
+module level, so every command starts fast. `init`, `daemon` and `demo` import what they need
+when they run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from p2pid import __version__
+from p2pid.home import Home, default_home
+from p2pid.rpc.client import BlockingClient
+from p2pid.rpc.protocol import ErrorCode, RpcError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so errors honour --json."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, document: Any, human: Callable[[Any], str]) -> None:
+        if self.as_json:
+            print(json.dumps(document), flush=True)
+        else:
+            print(human(document), flush=True)
+
+    def error(self, code: int | str, message: str) -> None:
+        if self.as_json:
+            print(json.dumps({"error": {"code": code, "message": message}}), flush=True)
+        else:
+            print(f"p2pid: error: {message}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="p2pid", description="A peer-to-peer identity and messaging node.")
+    parser.add_argument("--home", type=Path, help="node directory (default $P2PID_HOME, then the user data dir)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document per result")
+    parser.add_argument("--version", action="version", version=f"p2pid {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    init = commands.add_parser("init", help="create the identity in the home directory")
+    init.add_argument("--name", required=True)
+    init.add_argument(
+        "--passphrase",
+        action="store_true",
+        help="protect the vault key with a passphrase (asked, or $P2PID_PASSPHRASE) "
+        "instead of a 0600 key file",
+    )
+
+    daemon = commands.add_parser("daemon", help="run the node")
+    daemon.add_argument("--listen", action="append", default=[], metavar="MADDR")
+    daemon.add_argument("--mdns-interface", action="append", default=[], metavar="IF")
+    daemon.add_argument("--no-mdns", action="store_true")
+    daemon.add_argument("--detach", action="store_true", help="run in the background")
+
+    commands.add_parser("stop", help="stop the daemon")
+    commands.add_parser("status", help="identity, addresses, peers")
+    commands.add_parser("peers", help="known, discovered and connected peers")
+    ping = commands.add_parser("ping", help="libp2p ping a peer")
+    ping.add_argument("peer", metavar="PEER", help="PeerId, unique prefix, or /p2p/ multiaddr")
+    ping.add_argument("--count", type=int, default=3)
+    connect = commands.add_parser("connect", help="connect to a peer by multiaddr")
+    connect.add_argument("addr", metavar="MADDR", help="e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo...")
+    commands.add_parser("watch", help="print the daemon's events as they happen")
+    demo = commands.add_parser("demo", help="two local nodes on loopback, connected")
+    demo.add_argument("--once", action="store_true", help="show their status and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    output = Output(as_json="--json" in arguments)
+    try:
+        args = build_parser().parse_args(arguments)
+        output = Output(as_json=args.json)
+        if args.command is None:
+            raise UsageError("p2pid: a COMMAND is required (the TUI comes in a later release); see --help")
+        home = Home(args.home if args.home is not None else default_home())
+        return COMMANDS[args.command](home, args, output)
+    except UsageError as error:
+        output.error("usage", str(error))
+        return EXIT_USAGE
+    except RpcError as error:
+        output.error(error.code, error.message)
+        return EXIT_NO_DAEMON if error.code == ErrorCode.DAEMON_NOT_RUNNING else EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # every failure is one clear line (or JSON document)
+        if os.environ.get("P2PID_DEBUG"):
+            raise
+        output.error(type(error).__name__, str(error) or type(error).__name__)
+        return EXIT_ERROR
+
+
+def call(home: Home, method: str, **params: Any) -> Any:
+    with BlockingClient(home.socket) as client:
+        return client.call(method, **params)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_init(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid.provision import create_home
+
+    passphrase = ask_new_passphrase() if args.passphrase else None
+    created = create_home(home, args.name, passphrase)
+    document = {
+        "home": str(home.root),
+        "name": created.name,
+        "identity_id": created.identity_id,
+        "peer_id": created.peer_id,
+        "protection": created.protection,
+    }
+    output.emit(document, lambda d: format_fields(d))
+    return EXIT_OK
+
+
+def ask_new_passphrase() -> str:
+    from getpass import getpass
+
+    from_environment = os.environ.get("P2PID_PASSPHRASE")
+    if from_environment:
+        return from_environment
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass("new passphrase: ")
+    if first != getpass("again: "):
+        raise UsageError("the passphrases differ")
+    return first
+
+
+def cmd_daemon(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid.launcher import start_detached
+
+    if args.detach:
+        peer_id = start_detached(home, args.listen, args.mdns_interface, args.no_mdns)
+        output.emit({"started": True, "peer_id": peer_id, "home": str(home.root)},
+                    lambda d: f"p2pid daemon started for {d['home']} (peer {d['peer_id']})")
+        return EXIT_OK
+    from p2pid import daemon
+
+    daemon.configure_logging(sys.stderr)
+
+    def announce(peer_id: str) -> None:
+        output.emit({"ready": True, "peer_id": peer_id, "home": str(home.root)},
+                    lambda d: f"p2pid daemon ready (peer {d['peer_id']}); Ctrl-C stops it")
+
+    daemon.run(daemon.options_from(home.root, args.listen, args.mdns_interface, args.no_mdns), announce)
+    return EXIT_OK
+
+
+def cmd_stop(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid.launcher import stop_daemon
+
+    stop_daemon(home)
+    output.emit({"stopped": True}, lambda _: "p2pid daemon stopped")
+    return EXIT_OK
+
+
+def cmd_status(home: Home, args: argparse.Namespace, output: Output) -> int:
+    output.emit(call(home, "status"), format_status)
+    return EXIT_OK
+
+
+def cmd_peers(home: Home, args: argparse.Namespace, output: Output) -> int:
+    output.emit(call(home, "peers"), format_peers)
+    return EXIT_OK
+
+
+def cmd_ping(home: Home, args: argparse.Namespace, output: Output) -> int:
+    if args.count < 1:
+        raise UsageError("p2pid ping: --count must be at least 1")
+    result = call(home, "ping", peer=args.peer, count=args.count)
+    output.emit(result, lambda r: "\n".join(f"pong from {r['peer_id']}: {rtt:.2f} ms" for rtt in r["rtts_ms"]))
+    return EXIT_OK
+
+
+def cmd_connect(home: Home, args: argparse.Namespace, output: Output) -> int:
+    result = call(home, "connect", addr=args.addr)
+    output.emit(result, lambda r: f"connected to {r['peer_id']} at {r['addr']}")
+    return EXIT_OK
+
+
+def cmd_watch(home: Home, args: argparse.Namespace, output: Output) -> int:
+    with BlockingClient(home.socket, timeout=None) as client:
+        for event in client.events():
+            print(json.dumps(event), flush=True)
+    return EXIT_OK
+
+
+def cmd_demo(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid.demo import run_demo
+
+    return run_demo(once=args.once, as_json=args.json)
+
+
+COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
+    "init": cmd_init,
+    "daemon": cmd_daemon,
+    "stop": cmd_stop,
+    "status": cmd_status,
+    "peers": cmd_peers,
+    "ping": cmd_ping,
+    "connect": cmd_connect,
+    "watch": cmd_watch,
+    "demo": cmd_demo,
+}
+
+
+# -- human output ----------------------------------------------------------------------------
+
+
+def format_fields(document: dict[str, Any]) -> str:
+    width = max(len(key) for key in document)
+    return "\n".join(f"{key.replace('_', ' '):<{width}}  {value}" for key, value in document.items())
+
+
+def format_status(status: dict[str, Any]) -> str:
+    return format_fields(
+        {
+            "name": status["name"],
+            "identity_id": status["identity_id"],
+            "peer_id": status["peer_id"],
+            "listening": " ".join(status["listen_addrs"]) or "-",
+            "connected": ", ".join(status["connected_peers"]) or "none",
+            "discovered": ", ".join(status["discovered_peers"]) or "none",
+            "mdns": "on" if status["mdns"] else "off",
+            "daemon": f"pid {status['pid']}, p2pid {status['version']}",
+        }
+    )
+
+
+def format_peers(peers: list[dict[str, Any]]) -> str:
+    if not peers:
+        return "no peers known yet"
+    lines = []
+    for peer in peers:
+        state = "connected" if peer["connected"] else "discovered" if peer["discovered"] else "known"
+        name = peer["fields"].get("name", "")
+        lines.append(f"{peer['peer_id']}  {state:<10}  {name}  {' '.join(peer['addrs'])}")
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""Node: composes the store, the libp2p host and discovery; the one public async API.
+
+Everything a client can ask of the daemon is a method here; the RPC layer only translates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pid import __version__
+from p2pid.crypto.identity import IdentityKeys
+from p2pid.events import EventBus, now_ms
+from p2pid.net.host import NetHost
+from p2pid.net.mdns import DiscoveredPeer, MdnsDiscovery
+from p2pid.net.mdns import PeerLost as MdnsPeerLost
+from p2pid.store import queries
+from p2pid.store.queries import LocalIdentityRow
+from p2pid.store.trio_store import TrioStore
+from p2pid.wire import events
+from p2pid.wire.api import ConnectResult, NodeStatus, PeerSummary, PingResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/0",)
+
+
+class NodeError(Exception):
+    """A request the node cannot carry out; `kind` maps to an RPC error code."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    listen_addrs: Sequence[str] = DEFAULT_LISTEN
+    mdns_enabled: bool = True
+    mdns_interfaces: Sequence[str] | None = None
+
+
+@dataclass
+class _Discovered:
+    addrs: tuple[str, ...]
+    fields: dict[str, str]
+    last_seen_ms: int = field(default_factory=now_ms)
+
+
+def split_peer_multiaddr(addr: str) -> tuple[str, str]:
+    """'/ip4/1.2.3.4/tcp/5/p2p/Qm..' -> ('/ip4/1.2.3.4/tcp/5', 'Qm..')."""
+    transport, separator, peer_id = addr.rpartition("/p2p/")
+    if not separator or not transport or not peer_id or "/" in peer_id:
+        raise NodeError("invalid", f"{addr!r} is not a multiaddr ending in /p2p/<PeerId>")
+    return transport, peer_id
+
+
+class Node:
+    def __init__(
+        self,
+        *,
+        store: TrioStore,
+        identity: LocalIdentityRow,
+        net: NetHost,
+        events: EventBus,
+        config: NodeConfig,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.keys = IdentityKeys(identity.identity_seed, identity.device_seed)
+        self.net = net
+        self.events = events
+        self.config = config
+        self.started_at_ms = now_ms()
+        self._discovered: dict[str, _Discovered] = {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(
+        cls, store: TrioStore, events: EventBus, config: NodeConfig
+    ) -> AsyncIterator[Node]:
+        identity = await store.read(queries.load_local_identity)
+        if identity is None:
+            raise NodeError("invalid", "the store holds no local identity")
+        async with (
+            NetHost.open(identity.device_seed, config.listen_addrs) as net,
+            trio.open_nursery() as nursery,
+        ):
+            node = cls(store=store, identity=identity, net=net, events=events, config=config)
+            await node._load_known_addresses()
+            nursery.start_soon(node._forward_connection_events)
+            if config.mdns_enabled:
+                await nursery.start(node._run_discovery)
+            yield node
+            nursery.cancel_scope.cancel()
+
+    async def _load_known_addresses(self) -> None:
+        for peer in await self.store.read(queries.list_peers):
+            self.net.add_addrs(peer.peer_id, [row.addr for row in peer.addrs])
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def advertised_addrs(self) -> list[str]:
+        return [addr for addr in self.net.listen_addrs() if "/ip4/0.0.0.0/" not in addr]
+
+    async def _run_discovery(self, task_status: trio.TaskStatus[None]) -> None:
+        send, receive = trio.open_memory_channel[DiscoveredPeer | MdnsPeerLost](256)
+        discovery = MdnsDiscovery(
+            self.net.peer_id,
+            self.advertised_addrs(),
+            interfaces=self.config.mdns_interfaces,
+            fields={"p2pid": "1", "name": self.identity.name},
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(discovery.run, send)
+            task_status.started()
+            async with receive:
+                async for found in receive:
+                    if isinstance(found, DiscoveredPeer):
+                        await self._on_discovered(found)
+                    else:
+                        self._on_lost(found.peer_id)
+
+    async def _on_discovered(self, peer: DiscoveredPeer) -> None:
+        self._discovered[peer.peer_id] = _Discovered(peer.addrs, dict(peer.fields))
+        self.net.add_addrs(peer.peer_id, peer.addrs)
+        await self.store.write(
+            lambda connection: queries.upsert_peer_seen(
+                connection, peer.peer_id, peer.addrs, "mdns", peer.fields, now_ms()
+            )
+        )
+        self.events.publish(
+            events.PeerDiscovered(
+                at_ms=now_ms(), peer_id=peer.peer_id, addrs=list(peer.addrs), fields=dict(peer.fields)
+            )
+        )
+
+    def _on_lost(self, peer_id: str) -> None:
+        if self._discovered.pop(peer_id, None) is not None:
+            self.events.publish(events.PeerLost(at_ms=now_ms(), peer_id=peer_id))
+
+    async def _forward_connection_events(self) -> None:
+        async for peer_id, connected in self.net.connection_events():
+            event: events.AnyEvent
+            if connected:
+                event = events.PeerConnected(at_ms=now_ms(), peer_id=peer_id)
+            else:
+                event = events.PeerDisconnected(at_ms=now_ms(), peer_id=peer_id)
+            self.events.publish(event)
+
+    # -- the public API ----------------------------------------------------------------------
+
+    def status(self) -> NodeStatus:
+        return NodeStatus(
+            name=self.identity.name,
+            identity_id=self.keys.identity_id,
+            peer_id=self.net.peer_id,
+            listen_addrs=self.net.listen_addrs(),
+            connected_peers=sorted(self.net.connected_peers()),
+            discovered_peers=sorted(self._discovered),
+            mdns=self.config.mdns_enabled,
+            pid=os.getpid(),
+            version=__version__,
+            started_at_ms=self.started_at_ms,
+        )
+
+    async def peers(self) -> list[PeerSummary]:
+        stored = {peer.peer_id: peer for peer in await self.store.read(queries.list_peers)}
+        connected = set(self.net.connected_peers())
+        summaries = []
+        for peer_id in sorted(stored.keys() | connected | self._discovered.keys()):
+            row = stored.get(peer_id)
+            seen = self._discovered.get(peer_id)
+            addrs = list(seen.addrs) if seen else [a.addr for a in row.addrs] if row else []
+            summaries.append(
+                PeerSummary(
+                    peer_id=peer_id,
+                    addrs=addrs,
+                    connected=peer_id in connected,
+                    discovered=seen is not None,
+                    last_seen_ms=seen.last_seen_ms if seen else row.last_seen if row else None,
+                    fields=seen.fields if seen else dict(row.fields) if row else {},
+                )
+            )
+        return summaries
+
+    async def resolve_peer(self, peer: str) -> str:
+        """A PeerId, a /p2p/ multiaddr (remembered), or an unambiguous prefix of a known PeerId."""
+        if "/" in peer:
+            transport, peer_id = split_peer_multiaddr(peer)
+            self.net.add_addrs(peer_id, [transport])
+            return peer_id
+        known = {summary.peer_id for summary in await self.peers()}
+        if peer in known:
+            return peer
+        matches = [peer_id for peer_id in known if peer_id.startswith(peer)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise NodeError("invalid", f"{peer!r} matches {len(matches)} peers; give more of it")
+        raise NodeError("not_found", f"no known peer {peer!r} (give its /p2p/ multiaddr)")
+
+    async def connect(self, addr: str) -> ConnectResult:
+        transport, peer_id = split_peer_multiaddr(addr)
+        if peer_id == self.net.peer_id:
+            raise NodeError("invalid", "that is this node's own address")
+        self.net.add_addrs(peer_id, [transport])
+        await self.net.connect(peer_id)
+        await self.store.write(
+            lambda connection: queries.upsert_peer_seen(
+                connection, peer_id, [transport], "manual", {}, now_ms()
+            )
+        )
+        return ConnectResult(peer_id=peer_id, addr=transport)
+
+    async def ping(self, peer: str, count: int) -> PingResult:
+        peer_id = await self.resolve_peer(peer)
+        if peer_id == self.net.peer_id:
+            raise NodeError("invalid", "cannot ping this node itself")
+        rtts = []
+        for _ in range(count):
+            rtts.append(round(await self.net.ping(peer_id) * 1000, 3))
+        return PingResult(peer_id=peer_id, rtts_ms=rtts)

@@ -1,0 +1,40 @@
+"""Events the daemon pushes to its clients (JSON-RPC notifications `event`). Typed records."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Event(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=False):
+    at_ms: int
+
+
+class PeerDiscovered(Event, tag="peer.discovered"):
+    peer_id: str
+    addrs: list[str]
+    fields: dict[str, str] = {}
+
+
+class PeerLost(Event, tag="peer.lost"):
+    peer_id: str
+
+
+class PeerConnected(Event, tag="peer.connected"):
+    peer_id: str
+
+
+class PeerDisconnected(Event, tag="peer.disconnected"):
+    peer_id: str
+
+
+class DaemonStopping(Event, tag="daemon.stopping"):
+    reason: str
+
+
+AnyEvent = PeerDiscovered | PeerLost | PeerConnected | PeerDisconnected | DaemonStopping
+
+
+def decode_event(data: bytes | str | dict[str, object]) -> AnyEvent:
+    if isinstance(data, dict):
+        return msgspec.convert(data, AnyEvent)
+    return msgspec.json.decode(data, type=AnyEvent)
