@@ -71,17 +71,20 @@ class BlockingClient:
             if message.id is None and message.error is not None:
                 result_or_raise(message)
 
+    def next_event(self) -> dict[str, Any]:
+        """The next pushed event (after `call("subscribe")`); RpcError when the daemon is gone."""
+        if self.pending_events:
+            return self.pending_events.pop(0)
+        while True:
+            message = decode_message(self._read_message_line())
+            if message.is_notification and message.method == EVENT_METHOD:
+                return message.params or {}
+
     def events(self) -> Iterator[dict[str, Any]]:
         """Subscribe and yield pushed events until the daemon closes the connection."""
-        self._socket.settimeout(None)
         self.call("subscribe")
-        while self.pending_events:
-            yield self.pending_events.pop(0)
         while True:
             try:
-                line = self._read_message_line()
+                yield self.next_event()
             except RpcError:
                 return
-            message = decode_message(line)
-            if message.is_notification and message.method == EVENT_METHOD:
-                yield message.params or {}
