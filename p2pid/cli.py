@@ -53,7 +53,9 @@ class Output:
 
 def build_parser() -> Parser:
     parser = Parser(prog="p2pid", description="A peer-to-peer identity and messaging node.")
-    parser.add_argument("--home", type=Path, help="node directory (default $P2PID_HOME, then the user data dir)")
+    parser.add_argument(
+        "--home", type=Path, help="node directory (default $P2PID_HOME, then the user data dir)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document per result")
     parser.add_argument("--version", action="version", version=f"p2pid {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -80,7 +82,9 @@ def build_parser() -> Parser:
     ping.add_argument("peer", metavar="PEER", help="PeerId, unique prefix, or /p2p/ multiaddr")
     ping.add_argument("--count", type=int, default=3)
     connect = commands.add_parser("connect", help="connect to a peer by multiaddr")
-    connect.add_argument("addr", metavar="MADDR", help="e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo...")
+    connect.add_argument(
+        "addr", metavar="MADDR", help="e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo..."
+    )
     commands.add_parser("watch", help="print the daemon's events as they happen")
     demo = commands.add_parser("demo", help="two local nodes on loopback, connected")
     demo.add_argument("--once", action="store_true", help="show their status and exit")
@@ -94,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(arguments)
         output = Output(as_json=args.json)
         if args.command is None:
-            raise UsageError("p2pid: a COMMAND is required (the TUI comes in a later release); see --help")
+            raise UsageError(
+                "p2pid: a COMMAND is required (the TUI comes in a later release); see --help"
+            )
         home = Home(args.home if args.home is not None else default_home())
         return COMMANDS[args.command](home, args, output)
     except UsageError as error:
@@ -155,18 +161,24 @@ def cmd_daemon(home: Home, args: argparse.Namespace, output: Output) -> int:
 
     if args.detach:
         peer_id = start_detached(home, args.listen, args.mdns_interface, args.no_mdns)
-        output.emit({"started": True, "peer_id": peer_id, "home": str(home.root)},
-                    lambda d: f"p2pid daemon started for {d['home']} (peer {d['peer_id']})")
+        output.emit(
+            {"started": True, "peer_id": peer_id, "home": str(home.root)},
+            lambda d: f"p2pid daemon started for {d['home']} (peer {d['peer_id']})",
+        )
         return EXIT_OK
     from p2pid import daemon
 
     daemon.configure_logging(sys.stderr)
 
     def announce(peer_id: str) -> None:
-        output.emit({"ready": True, "peer_id": peer_id, "home": str(home.root)},
-                    lambda d: f"p2pid daemon ready (peer {d['peer_id']}); Ctrl-C stops it")
+        output.emit(
+            {"ready": True, "peer_id": peer_id, "home": str(home.root)},
+            lambda d: f"p2pid daemon ready (peer {d['peer_id']}); Ctrl-C stops it",
+        )
 
-    daemon.run(daemon.options_from(home.root, args.listen, args.mdns_interface, args.no_mdns), announce)
+    daemon.run(
+        daemon.options_from(home.root, args.listen, args.mdns_interface, args.no_mdns), announce
+    )
     return EXIT_OK
 
 
@@ -192,7 +204,10 @@ def cmd_ping(home: Home, args: argparse.Namespace, output: Output) -> int:
     if args.count < 1:
         raise UsageError("p2pid ping: --count must be at least 1")
     result = call(home, "ping", peer=args.peer, count=args.count)
-    output.emit(result, lambda r: "\n".join(f"pong from {r['peer_id']}: {rtt:.2f} ms" for rtt in r["rtts_ms"]))
+    output.emit(
+        result,
+        lambda r: "\n".join(f"pong from {r['peer_id']}: {rtt:.2f} ms" for rtt in r["rtts_ms"]),
+    )
     return EXIT_OK
 
 
@@ -233,7 +248,9 @@ COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
 
 def format_fields(document: dict[str, Any]) -> str:
     width = max(len(key) for key in document)
-    return "\n".join(f"{key.replace('_', ' '):<{width}}  {value}" for key, value in document.items())
+    return "\n".join(
+        f"{key.replace('_', ' '):<{width}}  {value}" for key, value in document.items()
+    )
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -256,7 +273,9 @@ def format_peers(peers: list[dict[str, Any]]) -> str:
         return "no peers known yet"
     lines = []
     for peer in peers:
-        state = "connected" if peer["connected"] else "discovered" if peer["discovered"] else "known"
+        state = (
+            "connected" if peer["connected"] else "discovered" if peer["discovered"] else "known"
+        )
         name = peer["fields"].get("name", "")
         lines.append(f"{peer['peer_id']}  {state:<10}  {name}  {' '.join(peer['addrs'])}")
     return "\n".join(lines)

@@ -51,7 +51,9 @@ def acquire_home_lock(home: Home) -> IO[str]:
         lock_file.seek(0)
         holder = lock_file.read().strip() or "unknown"
         lock_file.close()
-        raise AlreadyRunning(f"a daemon is already running for {home.root} (pid {holder})") from None
+        raise AlreadyRunning(
+            f"a daemon is already running for {home.root} (pid {holder})"
+        ) from None
     lock_file.seek(0)
     lock_file.truncate()
     lock_file.write(str(os.getpid()))
@@ -71,20 +73,22 @@ async def serve(options: DaemonOptions, vault_key: bytes, on_ready: Callable[[st
     home = options.home
     events = EventBus()
     stop_requested = trio.Event()
-    async with TrioStore.open(home.database, vault_key) as store:
-        async with Node.running(store, events, options.node) as node, trio.open_nursery() as nursery:
-            server = RpcServer(daemon_methods(node, stop_requested.set), events)
-            await nursery.start(server.serve, home.socket)
-            nursery.start_soon(_stop_on_signal, stop_requested)
-            status = node.status()
-            log.info("ready: peer %s listening on %s", status.peer_id, " ".join(status.listen_addrs))
-            on_ready(status.peer_id)
-            await stop_requested.wait()
-            log.info("stopping")
-            events.publish(DaemonStopping(at_ms=now_ms(), reason="stop requested"))
-            nursery.cancel_scope.cancel()
+    async with (
+        TrioStore.open(home.database, vault_key) as store,
+        Node.running(store, events, options.node) as node,
+        trio.open_nursery() as nursery,
+    ):
+        server = RpcServer(daemon_methods(node, stop_requested.set), events)
+        await nursery.start(server.serve, home.socket)
+        nursery.start_soon(_stop_on_signal, stop_requested)
+        status = node.status()
+        log.info("ready: peer %s listening on %s", status.peer_id, " ".join(status.listen_addrs))
+        on_ready(status.peer_id)
+        await stop_requested.wait()
+        log.info("stopping")
+        events.publish(DaemonStopping(at_ms=now_ms(), reason="stop requested"))
+        nursery.cancel_scope.cancel()
     log.info("stopped")
-
 
 
 async def _stop_on_signal(stop_requested: trio.Event) -> None:
@@ -95,7 +99,9 @@ async def _stop_on_signal(stop_requested: trio.Event) -> None:
             return
 
 
-def run(options: DaemonOptions, on_ready: Callable[[str], None], passphrase: str | None = None) -> None:
+def run(
+    options: DaemonOptions, on_ready: Callable[[str], None], passphrase: str | None = None
+) -> None:
     """Run the daemon in this process until stopped. Raises on any start-up failure."""
     lock = acquire_home_lock(options.home)
     try:
@@ -116,7 +122,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def options_from(home: Path, listen: list[str], interfaces: list[str], no_mdns: bool) -> DaemonOptions:
+def options_from(
+    home: Path, listen: list[str], interfaces: list[str], no_mdns: bool
+) -> DaemonOptions:
     config = NodeConfig(
         listen_addrs=tuple(listen) or NodeConfig().listen_addrs,
         mdns_enabled=not no_mdns,
@@ -137,7 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ready_pipe.close()
 
     try:
-        run(options_from(args.home, args.listen, args.mdns_interface, args.no_mdns), report_ready, passphrase)
+        run(
+            options_from(args.home, args.listen, args.mdns_interface, args.no_mdns),
+            report_ready,
+            passphrase,
+        )
     except Exception as error:
         log.exception("daemon failed")
         if not ready_pipe.closed:

@@ -25,7 +25,15 @@ class LaunchError(Exception):
 def daemon_command(
     home: Home, listen: Sequence[str], interfaces: Sequence[str], no_mdns: bool, ready_fd: int
 ) -> list[str]:
-    command = [sys.executable, "-m", "p2pid.daemon", "--home", str(home.root), "--ready-fd", str(ready_fd)]
+    command = [
+        sys.executable,
+        "-m",
+        "p2pid.daemon",
+        "--home",
+        str(home.root),
+        "--ready-fd",
+        str(ready_fd),
+    ]
     for addr in listen:
         command += ["--listen", addr]
     for interface in interfaces:
@@ -75,7 +83,9 @@ def start_detached(
         return report.removeprefix("ready ")
     if not readable:
         process.kill()
-        raise LaunchError(f"the daemon did not start within {START_TIMEOUT_SECONDS:.0f} s (see {home.log})")
+        raise LaunchError(
+            f"the daemon did not start within {START_TIMEOUT_SECONDS:.0f} s (see {home.log})"
+        )
     process.wait()
     reason = report.removeprefix("error ") or f"it exited with status {process.returncode}"
     raise LaunchError(f"the daemon did not start: {reason} (see {home.log})")

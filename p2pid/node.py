@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -24,6 +25,10 @@ from p2pid.store.queries import LocalIdentityRow
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire import events
 from p2pid.wire.api import ConnectResult, NodeStatus, PeerSummary, PingResult
+
+if TYPE_CHECKING:
+    # trio-typing's stubs (a libp2p dependency) shadow trio's own annotations for mypy.
+    from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class Node:
     def advertised_addrs(self) -> list[str]:
         return [addr for addr in self.net.listen_addrs() if "/ip4/0.0.0.0/" not in addr]
 
-    async def _run_discovery(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _run_discovery(self, task_status: TaskStatus[None]) -> None:
         send, receive = trio.open_memory_channel[DiscoveredPeer | MdnsPeerLost](256)
         discovery = MdnsDiscovery(
             self.net.peer_id,
@@ -136,7 +141,10 @@ class Node:
         )
         self.events.publish(
             events.PeerDiscovered(
-                at_ms=now_ms(), peer_id=peer.peer_id, addrs=list(peer.addrs), fields=dict(peer.fields)
+                at_ms=now_ms(),
+                peer_id=peer.peer_id,
+                addrs=list(peer.addrs),
+                fields=dict(peer.fields),
             )
         )
 

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 
-def p2pid(home: Path, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def p2pid(
+    home: Path, *args: str, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "P2PID_HOME"}
     result = subprocess.run(
         [sys.executable, "-m", "p2pid", "--home", str(home), *args],
@@ -21,7 +23,9 @@ def p2pid(home: Path, *args: str, check: bool = True, timeout: float = 60) -> su
         stdin=subprocess.DEVNULL,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"p2pid {' '.join(args)} exited {result.returncode}: {result.stdout}{result.stderr}")
+        raise AssertionError(
+            f"p2pid {' '.join(args)} exited {result.returncode}: {result.stdout}{result.stderr}"
+        )
     return result
 
 

@@ -28,7 +28,10 @@ def start_daemon(home: Path, *extra: str, prefix: Sequence[str] = ()) -> dict[st
         return dict(p2pid_json(home, *args))
     result = subprocess.run(
         [*prefix, sys.executable, "-m", "p2pid", "--home", str(home), *args],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return dict(json.loads(result.stdout))
@@ -44,7 +47,9 @@ def force_kill(home: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_daemon(home: Path, name: str, *extra: str, prefix: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+def running_daemon(
+    home: Path, name: str, *extra: str, prefix: Sequence[str] = ()
+) -> Iterator[dict[str, Any]]:
     """An initialised home with a daemon on 127.0.0.1; stopped (or killed) afterwards."""
     if not (home / "p2pid.db").exists():
         init_home(home, name)

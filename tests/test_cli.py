@@ -13,10 +13,13 @@ def test_cli_never_imports_libp2p_trio_or_the_store(tmp_path: Path) -> None:
         "import sys\n"
         "from p2pid.cli import main\n"
         f"main(['--home', {str(tmp_path)!r}, '--json', 'status'])\n"
-        "heavy = [m for m in ('libp2p', 'trio', 'p2pid.store', 'p2pid.net', 'p2pid.node') if m in sys.modules]\n"
+        "daemon_side = ('libp2p', 'trio', 'p2pid.store', 'p2pid.net', 'p2pid.node')\n"
+        "heavy = [m for m in daemon_side if m in sys.modules]\n"
         "print(heavy, file=sys.stderr)\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
+    )
     assert result.stderr.strip().splitlines()[-1] == "[]"
 
 
@@ -28,7 +31,13 @@ def test_no_daemon_is_a_json_error_with_its_own_exit_code(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "args",
-    [["frobnicate"], ["ping"], ["ping", "x", "--count", "many"], ["ping", "x", "--count", "0"], ["init"]],
+    [
+        ["frobnicate"],
+        ["ping"],
+        ["ping", "x", "--count", "many"],
+        ["ping", "x", "--count", "0"],
+        ["init"],
+    ],
 )
 def test_bad_arguments_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     result = p2pid(tmp_path, "--json", *args, check=False)

@@ -85,9 +85,12 @@ async def test_malformed_lines_get_errors_and_the_connection_survives(
             sock.connect(str(path))
             reader = sock.makefile("rb")
             replies = []
-            for line in (b"{not json\n", b'{"jsonrpc": "1.0", "id": 1, "method": "echo"}\n',
-                         b'{"jsonrpc": "2.0", "id": 2, "method": 5}\n',
-                         b'{"jsonrpc": "2.0", "id": 3, "method": "echo", "params": {"k": 1}}\n'):
+            for line in (
+                b"{not json\n",
+                b'{"jsonrpc": "1.0", "id": 1, "method": "echo"}\n',
+                b'{"jsonrpc": "2.0", "id": 2, "method": 5}\n',
+                b'{"jsonrpc": "2.0", "id": 3, "method": "echo", "params": {"k": 1}}\n',
+            ):
                 sock.sendall(line)
                 replies.append(json.loads(reader.readline()))
             return replies
@@ -135,7 +138,9 @@ async def test_missing_daemon_is_a_clear_error(tmp_path: Path) -> None:
 
 
 NOBODY = 65534
-SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's interpreter lives under /root, out of nobody's reach
+SYSTEM_PYTHON = (
+    "/usr/bin/python3"  # the venv's interpreter lives under /root, out of nobody's reach
+)
 CONNECT_AS_NOBODY = """
 import socket, sys
 s = socket.socket(socket.AF_UNIX)

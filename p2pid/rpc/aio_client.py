@@ -31,7 +31,9 @@ class AsyncClient:
     @classmethod
     async def connect(cls, socket_path: Path) -> AsyncClient:
         try:
-            reader, writer = await asyncio.open_unix_connection(str(socket_path), limit=MAX_LINE_BYTES)
+            reader, writer = await asyncio.open_unix_connection(
+                str(socket_path), limit=MAX_LINE_BYTES
+            )
         except (FileNotFoundError, ConnectionRefusedError):
             raise daemon_not_running(socket_path) from None
         return cls(reader, writer)

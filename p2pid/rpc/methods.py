@@ -70,7 +70,9 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
             raise RpcError(ErrorCode.INVALID_PARAMS, f"count must be 1..{MAX_PING_COUNT}")
         with trio.move_on_after(PING_TIMEOUT_SECONDS):
             return await node.ping(request.peer, request.count)
-        raise RpcError(ErrorCode.TIMEOUT, f"no answer from {request.peer} in {PING_TIMEOUT_SECONDS} s")
+        raise RpcError(
+            ErrorCode.TIMEOUT, f"no answer from {request.peer} in {PING_TIMEOUT_SECONDS} s"
+        )
 
     async def connect(params: dict[str, Any]) -> Any:
         return await node.connect(parse_params(params, ConnectParams).addr)

@@ -94,7 +94,9 @@ def encode_line(document: Any) -> bytes:
 
 
 def request(request_id: int, method: str, params: dict[str, Any] | None) -> bytes:
-    return encode_line({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}})
+    return encode_line(
+        {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
+    )
 
 
 def result_response(request_id: int | str, result: Any) -> bytes:

@@ -7,13 +7,14 @@ pushed `event` notifications for that connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket as stdlib_socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
@@ -29,6 +30,10 @@ from p2pid.rpc.protocol import (
     notification,
     result_response,
 )
+
+if TYPE_CHECKING:
+    # trio-typing's stubs (a libp2p dependency) shadow trio's own annotations for mypy.
+    from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +107,8 @@ class _Connection:
         except Exception as error:
             log.exception("RPC method failed")
             response = error_response(request_id, RpcError(ErrorCode.INTERNAL_ERROR, str(error)))
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.send(response)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     async def call(self, method: str, params: dict[str, Any], nursery: trio.Nursery) -> Any:
         if method == "subscribe":
@@ -136,10 +139,10 @@ class RpcServer:
         self,
         socket_path: Path,
         *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled. The caller holds the home's lock, so any socket file is stale."""
-        socket_path.unlink(missing_ok=True)
+        socket_path.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink at start-up
         listener = trio.SocketListener(await bind_private_unix_socket(socket_path))
         try:
             async with listener, trio.open_nursery() as nursery:
@@ -148,7 +151,7 @@ class RpcServer:
                     stream = await listener.accept()
                     nursery.start_soon(self._serve_connection, stream)
         finally:
-            socket_path.unlink(missing_ok=True)
+            socket_path.unlink(missing_ok=True)  # noqa: ASYNC240
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         async with stream:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 
 
@@ -36,5 +38,5 @@ AnyEvent = PeerDiscovered | PeerLost | PeerConnected | PeerDisconnected | Daemon
 
 def decode_event(data: bytes | str | dict[str, object]) -> AnyEvent:
     if isinstance(data, dict):
-        return msgspec.convert(data, AnyEvent)
-    return msgspec.json.decode(data, type=AnyEvent)
+        return cast(AnyEvent, msgspec.convert(data, AnyEvent))
+    return cast(AnyEvent, msgspec.json.decode(data, type=AnyEvent))
