@@ -150,10 +150,10 @@ class DialSchedule:
     policy: DialPolicy
     deadline: float
     rng: random.Random
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    _completed_rounds: int = 0
-    _tried_this_round: set[str] = field(default_factory=set)
-    _resume_at: float | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list, init=False)
+    _completed_rounds: int = field(default=0, init=False)
+    _tried_this_round: set[str] = field(default_factory=set, init=False)
+    _resume_at: float | None = field(default=None, init=False)
 
     def next_action(self, now: float, ordered_addrs: Sequence[str]) -> DialAction:
         if not ordered_addrs:
