@@ -85,14 +85,6 @@ async def test_p2pid_pings_js_libp2p(js_dir: Path) -> None:
     assert all(rtt > 0 for rtt in rtts), rtts
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "NetHost.identify() races py-libp2p's own identify on connect: js-libp2p accepts one "
-        "inbound /ipfs/id/1.0.0 stream per connection at a time and resets the second "
-        "(TooManyInboundProtocolStreamsError), so about 1 run in 3 fails"
-    ),
-)
 async def test_p2pid_identifies_js_libp2p(js_dir: Path) -> None:
     async with NetHost.open(SEED, LOOPBACK) as host, js_listener() as js:
         js_peer_id = js["peer"]

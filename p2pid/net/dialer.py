@@ -72,7 +72,8 @@ class AddressRecord:
 
 
 class AddressBook:
-    """Every address ever announced for each peer, with its dial history."""
+    """The addresses announced for each peer, with their dial history; over
+    ``max_addrs_per_peer`` the worst-ranked one is dropped."""
 
     def __init__(self, max_addrs_per_peer: int) -> None:
         self._max_addrs_per_peer = max_addrs_per_peer
