@@ -10,8 +10,19 @@ from __future__ import annotations
 import json
 import sys
 
-from common import emit, median, ms, p2pid, parser, percentile, ratio, run, running_daemon
-from common import temp_home, timed
+from common import (
+    emit,
+    median,
+    ms,
+    p2pid,
+    parser,
+    percentile,
+    ratio,
+    run,
+    running_daemon,
+    temp_home,
+    timed,
+)
 
 TARGET_MS = 150
 

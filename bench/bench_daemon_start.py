@@ -15,8 +15,19 @@ import sys
 import time
 from pathlib import Path
 
-from common import emit, median, ms, parser, ratio, rss_kib, start_daemon_command, status
-from common import stop_daemon, temp_home, timed
+from common import (
+    emit,
+    median,
+    ms,
+    parser,
+    ratio,
+    rss_kib,
+    start_daemon_command,
+    status,
+    stop_daemon,
+    temp_home,
+    timed,
+)
 
 from p2pid.rpc.client import BlockingClient
 
