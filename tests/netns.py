@@ -12,9 +12,9 @@ else is in it unless the test adds it (e.g. a veth pair to a second namespace)::
             daemon = subprocess.Popen(ns.command([sys.executable, "-m", "p2pid", "daemon"]))
             ...
 
-``ns.command([])`` is the bare prefix (``ip netns exec NAME``) for helpers that take one. Or take
-a fresh namespace per test from the ``fresh_netns`` fixture (import it into the test module or a
-conftest). ``veth_pair`` joins two namespaces like a cable.
+``ns.command([])`` is the bare prefix (``ip netns exec NAME``) for helpers that take one. The
+``fresh_netns`` fixture gives a namespace per test and skips where it can't (make it visible to
+pytest by importing it in a conftest.py). ``veth_pair`` joins two namespaces like a cable.
 
 Creating a namespace needs root and the ``ip`` tool; without them the tests marked
 ``requires_netns`` skip with the reason (``-ra`` prints it). On leaving, processes still running

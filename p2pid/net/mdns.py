@@ -14,29 +14,29 @@ Threads:
   updates a :class:`_PeerTracker`; the events that come out are handed to trio with
   ``trio.from_thread.run_sync`` and the run's trio token, into an unbounded internal channel that
   ``run`` forwards to the caller. Neither side ever blocks the other.
+- every ``recheck_interval`` a worker thread re-resolves the services seen, so that a node that
+  vanished without a goodbye is reported lost once its records expire (see _BrowserHandler).
 
 Interfaces are given by name (``"lo"``, ``"eth0"``) and resolved to their IPv4 addresses with
-``ifaddr``; ``None`` means every interface. zeroconf receives on one socket bound to 0.0.0.0,
-which Linux feeds with the mDNS traffic of every interface where *any* socket joined the group;
-zeroconf would then answer queries from other interfaces by unicast. With explicit interfaces we
-switch that off (``IP_MULTICAST_ALL`` = 0) so the node is heard and answers only where configured.
+``ifaddr``; ``None`` means every interface. zeroconf sends only on those interfaces, but on its
+own would also hear (and answer by unicast) every interface where any socket of the host joined
+the mDNS group; see :func:`_sockets_hearing_only_joined_interfaces` for how that is prevented.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import ipaddress
 import itertools
 import logging
 import math
 import re
 import secrets
-import select
 import socket
 import string
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from types import MappingProxyType
@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import ifaddr
 import multiaddr.exceptions
 import trio
+import zeroconf._utils.net as zeroconf_net
 from multiaddr import Multiaddr
 from multiaddr.protocols import P_IP4, P_IP6, P_P2P
 from zeroconf import (
@@ -66,8 +67,8 @@ log = logging.getLogger(__name__)
 SERVICE_TYPE = "_p2p._udp.local."
 DNSADDR_KEY = "dnsaddr"
 DEFAULT_TTL = 120
-"""Seconds our records live in other nodes' caches: a node that vanishes without a goodbye is
-reported lost after about this long (zeroconf's own default for PTR/TXT is 75 minutes)."""
+"""Seconds our records live in other nodes' caches. A p2pid node that vanishes without a goodbye
+is reported lost by other p2pid nodes about this long plus a recheck interval later."""
 RESOLVE_TIMEOUT_MS = 3000
 RECHECK_INTERVAL = 30.0
 """Seconds between rechecks of the listed services (see _BrowserHandler)."""
@@ -80,6 +81,7 @@ _DNSADDR_KEY_PATTERN = re.compile(rb"dnsaddr[0-9]*", re.IGNORECASE)
 """``dnsaddr`` per the spec; ``dnsaddr2``, ``dnsaddr3``... are how py-libp2p 0.8.1 writes them."""
 _INSTANCE_ALPHABET = string.ascii_lowercase + string.digits
 _LINUX_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # not in Python 3.11
+_ZEROCONF_SOCKETS_LOCK = threading.Lock()
 _MULTIADDR_ERRORS = (ValueError, LookupError, multiaddr.exceptions.Error)
 _NO_FIELDS: Mapping[str, str] = MappingProxyType({})
 
@@ -97,7 +99,7 @@ class DiscoveredPeer:
 
 @dataclass(frozen=True)
 class PeerLost:
-    """No service on the LAN advertises this peer any more (goodbye or TTL expiry)."""
+    """No service on the LAN advertises this peer any more (goodbye, or expired and silent)."""
 
     peer_id: str
 
@@ -123,8 +125,8 @@ def resolve_interfaces(names: Sequence[str]) -> list[str]:
         ipv4 = _ipv4_addresses_of(adapter)
         if not ipv4:
             raise ValueError(f"network interface {name!r} has no IPv4 address")
-        addresses.extend(address for address in ipv4 if address not in addresses)
-    return addresses
+        addresses.extend(ipv4)
+    return list(dict.fromkeys(addresses))
 
 
 def _ipv4_addresses_of(adapter: ifaddr.Adapter) -> list[str]:
@@ -132,10 +134,8 @@ def _ipv4_addresses_of(adapter: ifaddr.Adapter) -> list[str]:
 
 
 def _all_ipv4_addresses() -> list[str]:
-    addresses: list[str] = []
-    for adapter in ifaddr.get_adapters():
-        addresses.extend(a for a in _ipv4_addresses_of(adapter) if a not in addresses)
-    return addresses
+    addresses = (a for adapter in ifaddr.get_adapters() for a in _ipv4_addresses_of(adapter))
+    return list(dict.fromkeys(addresses))
 
 
 # --- multiaddrs and peer ids --------------------------------------------------------------------
@@ -299,7 +299,7 @@ class _PeerTracker:
 
     Several instances may advertise one peer (a restarted node whose old record has not expired
     yet): the peer is reported as its most recently seen instance says, lost when none is left.
-    Only zeroconf's browser thread uses it.
+    Not thread-safe: _BrowserHandler serializes its use.
     """
 
     def __init__(self) -> None:
@@ -321,7 +321,7 @@ class _PeerTracker:
     def _reconcile(self, peer_id: str) -> MdnsEvent | None:
         current = self._latest_for(peer_id)
         if current is None:
-            return PeerLost(peer_id) if self._reported.pop(peer_id, None) else None
+            return PeerLost(peer_id) if self._reported.pop(peer_id, None) is not None else None
         if self._reported.get(peer_id) == current:
             return None
         self._reported[peer_id] = current
@@ -449,36 +449,48 @@ def _random_instance_name() -> str:
     return "".join(secrets.choice(_INSTANCE_ALPHABET) for _ in range(length))
 
 
-def _receive_only_on_joined_interfaces(zeroconf: Zeroconf) -> None:
-    """Linux: make zeroconf hear only the interfaces it joined the group on, from the start.
+def _start_zeroconf(interface_addresses: list[str] | None) -> Zeroconf:
+    """A zeroconf instance on these interface addresses (None: all), IPv4."""
+    interfaces = InterfaceChoice.All if interface_addresses is None else interface_addresses
+    with _sockets_hearing_only_joined_interfaces():
+        zeroconf = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
+    if not zeroconf.engine.senders:  # zeroconf skips an interface it cannot join, silently
+        zeroconf.close()
+        raise OSError(f"mDNS could not join the multicast group on {interface_addresses or 'any'}")
+    return zeroconf
 
-    Without it the 0.0.0.0 listen socket gets the mDNS traffic of every interface where any
-    socket of the host joined 224.0.0.251, and zeroconf answers those queries by unicast. Until
-    the option is set, such traffic may already have been queued: zeroconf reads it, then
-    forgets whatever it learnt (nothing is registered or browsed yet, so nothing was answered).
+
+@contextlib.contextmanager
+def _sockets_hearing_only_joined_interfaces() -> Iterator[None]:
+    """While zeroconf creates its sockets, make them hear only the interfaces they join (Linux).
+
+    zeroconf receives on a socket bound to 0.0.0.0:5353 which Linux feeds with the mDNS traffic
+    of every interface where *any* socket of the host joined 224.0.0.251 (IP_MULTICAST_ALL), and
+    zeroconf answers such queries by unicast, out of that other interface. Turning
+    IP_MULTICAST_ALL off is not enough with SO_REUSEPORT, which zeroconf sets: when exactly one
+    socket of a reuseport group passes the membership filter, UDP early demux hands the datagram
+    to a random member of the group, so a node on "lo" could get (and another node miss) a
+    datagram that arrived on "eth0". zeroconf calls ``set_so_reuseport_if_available`` on every
+    new socket before binding it; for the duration of our constructor it instead turns
+    IP_MULTICAST_ALL off and leaves SO_REUSEPORT unset (SO_REUSEADDR still lets several mDNS
+    stacks share port 5353).
     """
     if not sys.platform.startswith("linux"):
+        yield
         return
-    sockets = [reader.transport.get_extra_info("socket") for reader in zeroconf.engine.readers]
-    for sock in sockets:
-        sock.setsockopt(socket.IPPROTO_IP, _LINUX_IP_MULTICAST_ALL, 0)
-    assert zeroconf.loop is not None
-    forgetting = asyncio.run_coroutine_threadsafe(
-        _forget_early_traffic(zeroconf, sockets), zeroconf.loop
-    )
-    forgetting.result(timeout=5)
+    original = getattr(zeroconf_net, "set_so_reuseport_if_available", None)
+    if original is None:
+        raise RuntimeError("zeroconf changed: cannot restrict mDNS to the configured interfaces")
+    with _ZEROCONF_SOCKETS_LOCK:
+        zeroconf_net.set_so_reuseport_if_available = _hear_only_joined_groups
+        try:
+            yield
+        finally:
+            zeroconf_net.set_so_reuseport_if_available = original
 
 
-async def _forget_early_traffic(zeroconf: Zeroconf, sockets: list[socket.socket]) -> None:
-    """On zeroconf's loop: let it read what is queued, then empty its record cache."""
-    for _ in range(1000):  # bounded: a flood must not hold the start up
-        await asyncio.sleep(0)  # one loop iteration: zeroconf reads a ready datagram
-        if not select.select(sockets, [], [], 0)[0]:
-            break
-    cache = zeroconf.cache
-    cache.async_remove_records(
-        [record for name in cache.names() for record in cache.async_entries_with_name(name)]
-    )
+def _hear_only_joined_groups(s: socket.socket) -> None:  # zeroconf's name for the parameter
+    s.setsockopt(socket.IPPROTO_IP, _LINUX_IP_MULTICAST_ALL, 0)
 
 
 class _ZeroconfSession:
@@ -510,15 +522,10 @@ class _ZeroconfSession:
     ) -> _ZeroconfSession:
         """Start zeroconf on the interfaces, browse, and register our service (takes ~1.6 s)."""
         addresses = resolve_interfaces(interfaces) if interfaces is not None else None
-        zeroconf = Zeroconf(
-            interfaces=addresses if addresses is not None else InterfaceChoice.All,
-            ip_version=IPVersion.V4Only,
-        )
+        zeroconf = _start_zeroconf(addresses)
         host_addresses = addresses or _all_ipv4_addresses()
         session = cls(zeroconf, handler, host_addresses, ttl, _random_instance_name())
         try:
-            if addresses is not None:
-                _receive_only_on_joined_interfaces(zeroconf)
             session._browser = ServiceBrowser(zeroconf, SERVICE_TYPE, handlers=[handler])
             session.advertise(advertisement)
         except BaseException:
