@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from p2pid import __version__
+from p2pid.errors import describe_failure
 from p2pid.home import Home, default_home
 from p2pid.rpc.client import BlockingClient
 from p2pid.rpc.protocol import ErrorCode, RpcError
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # every failure is one clear line (or JSON document)
         if os.environ.get("P2PID_DEBUG"):
             raise
-        output.error(type(error).__name__, str(error) or type(error).__name__)
+        output.error(type(error).__name__, describe_failure(error))
         return EXIT_ERROR
 
 

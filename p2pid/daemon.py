@@ -19,6 +19,7 @@ from typing import IO
 
 import trio
 
+from p2pid.errors import describe_failure
 from p2pid.events import EventBus, now_ms
 from p2pid.home import Home
 from p2pid.node import Node, NodeConfig
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         log.exception("daemon failed")
         if not ready_pipe.closed:
-            ready_pipe.write(f"error {error}\n")
+            ready_pipe.write(f"error {describe_failure(error)}\n")
             ready_pipe.close()
         return 1
     return 0

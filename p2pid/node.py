@@ -10,7 +10,6 @@ import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -18,7 +17,12 @@ from p2pid import __version__
 from p2pid.crypto.identity import IdentityKeys
 from p2pid.events import EventBus, now_ms
 from p2pid.net.host import NetHost
-from p2pid.net.mdns import DiscoveredPeer, MdnsDiscovery
+from p2pid.net.mdns import (
+    DiscoveredPeer,
+    MdnsDiscovery,
+    all_ipv4_addresses,
+    resolve_interfaces,
+)
 from p2pid.net.mdns import PeerLost as MdnsPeerLost
 from p2pid.store import queries
 from p2pid.store.queries import LocalIdentityRow
@@ -26,12 +30,9 @@ from p2pid.store.trio_store import TrioStore
 from p2pid.wire import events
 from p2pid.wire.api import ConnectResult, NodeStatus, PeerSummary, PingResult
 
-if TYPE_CHECKING:
-    # trio-typing's stubs (a libp2p dependency) shadow trio's own annotations for mypy.
-    from trio_typing import TaskStatus
-
 log = logging.getLogger(__name__)
 
+UNSPECIFIED_IP4 = "/ip4/0.0.0.0/"
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/0",)
 
 
@@ -55,6 +56,29 @@ class _Discovered:
     addrs: tuple[str, ...]
     fields: dict[str, str]
     last_seen_ms: int = field(default_factory=now_ms)
+
+
+def interface_ipv4_addresses(interfaces: Sequence[str] | None) -> list[str]:
+    """IPv4 addresses of the named interfaces; of all but loopback when none are named."""
+    if interfaces:
+        try:
+            return resolve_interfaces(interfaces)
+        except ValueError as error:
+            raise NodeError("invalid", str(error)) from None
+    addresses = all_ipv4_addresses()
+    return [ip for ip in addresses if not ip.startswith("127.")] or addresses
+
+
+def expand_unspecified(addrs: Sequence[str], interface_ips: Sequence[str]) -> list[str]:
+    """'/ip4/0.0.0.0/tcp/P' -> one '/ip4/<ip>/tcp/P' per interface address."""
+    expanded: list[str] = []
+    for addr in addrs:
+        if addr.startswith(UNSPECIFIED_IP4):
+            rest = addr.removeprefix(UNSPECIFIED_IP4)
+            expanded += [f"/ip4/{ip}/{rest}" for ip in interface_ips]
+        else:
+            expanded.append(addr)
+    return list(dict.fromkeys(expanded))
 
 
 def split_peer_multiaddr(addr: str) -> tuple[str, str]:
@@ -83,6 +107,15 @@ class Node:
         self.config = config
         self.started_at_ms = now_ms()
         self._discovered: dict[str, _Discovered] = {}
+        self._interface_ips = interface_ipv4_addresses(config.mdns_interfaces)
+
+    def _mdns_discovery(self) -> MdnsDiscovery:
+        return MdnsDiscovery(
+            self.net.peer_id,
+            self.reachable_addrs(),
+            interfaces=self.config.mdns_interfaces,
+            fields={"p2pid": "1", "name": self.identity.name},
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -100,7 +133,7 @@ class Node:
             await node._load_known_addresses()
             nursery.start_soon(node._forward_connection_events)
             if config.mdns_enabled:
-                await nursery.start(node._run_discovery)
+                nursery.start_soon(node._run_discovery, node._mdns_discovery())
             yield node
             nursery.cancel_scope.cancel()
 
@@ -110,20 +143,15 @@ class Node:
 
     # -- discovery -------------------------------------------------------------------------
 
-    def advertised_addrs(self) -> list[str]:
-        return [addr for addr in self.net.listen_addrs() if "/ip4/0.0.0.0/" not in addr]
+    def reachable_addrs(self) -> list[str]:
+        """The listen addresses, with 0.0.0.0 replaced by the addresses peers can dial."""
+        return expand_unspecified(self.net.listen_addrs(), self._interface_ips)
 
-    async def _run_discovery(self, task_status: TaskStatus[None]) -> None:
+    async def _run_discovery(self, discovery: MdnsDiscovery) -> None:
         send, receive = trio.open_memory_channel[DiscoveredPeer | MdnsPeerLost](256)
-        discovery = MdnsDiscovery(
-            self.net.peer_id,
-            self.advertised_addrs(),
-            interfaces=self.config.mdns_interfaces,
-            fields={"p2pid": "1", "name": self.identity.name},
-        )
         async with trio.open_nursery() as nursery:
-            await nursery.start(discovery.run, send)
-            task_status.started()
+            # Not awaited with start(): registering probes the name for ~1.6 s first.
+            nursery.start_soon(discovery.run, send)
             async with receive:
                 async for found in receive:
                     if isinstance(found, DiscoveredPeer):
@@ -168,7 +196,7 @@ class Node:
             name=self.identity.name,
             identity_id=self.keys.identity_id,
             peer_id=self.net.peer_id,
-            listen_addrs=self.net.listen_addrs(),
+            listen_addrs=self.reachable_addrs(),
             connected_peers=sorted(self.net.connected_peers()),
             discovered_peers=sorted(self._discovered),
             mdns=self.config.mdns_enabled,

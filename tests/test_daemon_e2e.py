@@ -78,3 +78,13 @@ def test_demo_starts_two_connected_nodes(tmp_path: Path) -> None:
     alice, bob = demo["nodes"]
     assert alice["connected_peers"] == [bob["peer_id"]]
     assert demo["ping"]["peer_id"] == alice["peer_id"]
+
+
+def test_unknown_mdns_interface_fails_the_start_with_the_reason(tmp_path: Path) -> None:
+    home = tmp_path / "alice"
+    init_home(home, "Alice")
+    args = ("--json", "daemon", "--detach", "--listen", LOOPBACK, "--mdns-interface", "nosuch0")
+    result = p2pid(home, *args, check=False)
+    assert result.returncode == 1
+    assert "nosuch0" in json.loads(result.stdout)["error"]["message"]
+    assert p2pid(home, "status", check=False).returncode == 3

@@ -133,7 +133,7 @@ def _ipv4_addresses_of(adapter: ifaddr.Adapter) -> list[str]:
     return [ip.ip for ip in adapter.ips if ip.is_IPv4 and isinstance(ip.ip, str)]
 
 
-def _all_ipv4_addresses() -> list[str]:
+def all_ipv4_addresses() -> list[str]:
     addresses = (a for adapter in ifaddr.get_adapters() for a in _ipv4_addresses_of(adapter))
     return list(dict.fromkeys(addresses))
 
@@ -523,7 +523,7 @@ class _ZeroconfSession:
         """Start zeroconf on the interfaces, browse, and register our service (takes ~1.6 s)."""
         addresses = resolve_interfaces(interfaces) if interfaces is not None else None
         zeroconf = _start_zeroconf(addresses)
-        host_addresses = addresses or _all_ipv4_addresses()
+        host_addresses = addresses or all_ipv4_addresses()
         session = cls(zeroconf, handler, host_addresses, ttl, _random_instance_name())
         try:
             session._browser = ServiceBrowser(zeroconf, SERVICE_TYPE, handlers=[handler])
