@@ -71,7 +71,7 @@ def show(homes: list[Home], ping: dict[str, Any]) -> None:
     console.print(table)
     rtts = ", ".join(f"{rtt:.2f} ms" for rtt in ping["rtts_ms"])
     console.print(f"Bob pinged Alice: {rtts}")
-    console.print(f"Try: p2pid --home {homes[0].root} status")
+    console.print(f"Try: .venv/bin/p2pid --home {homes[0].root} status")
     console.print("Events follow; Ctrl-C stops both nodes and deletes their homes.")
 
 
