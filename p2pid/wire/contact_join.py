@@ -48,7 +48,7 @@ class JoinDone(msgspec.Struct, frozen=True, kw_only=True, tag="done"):
 
 JoinMessage = JoinHello | JoinWelcome | JoinRefused | JoinDone
 
-_decoder = msgspec.msgpack.Decoder(JoinMessage)
+_decoder: msgspec.msgpack.Decoder[JoinMessage] = msgspec.msgpack.Decoder(JoinMessage)
 
 
 def encode_message(message: JoinMessage) -> bytes:
