@@ -83,7 +83,9 @@ def test_join_gives_both_sides_the_verified_other() -> None:
     assert admitted.display_name == "Bob"
     assert hello.invite_id == invite.invite_id
 
-    inviter_as_seen = joiner.receive_reply(inviter.welcome(invite.secret, alice.card))
+    inviter_as_seen = joiner.receive_reply(
+        inviter.welcome(inviter.welcome_proof(invite.secret), alice.card)
+    )
     assert inviter_as_seen.identity_key == alice.keys.identity_public_key
     assert inviter_as_seen.devices.peer_ids() == [alice.peer_id]
     Inviter.receive_done(joiner.done())
@@ -134,7 +136,7 @@ def test_joiner_refuses_a_welcome_from_an_impostor_card() -> None:
     inviter.receive_hello(joiner.hello())
     inviter.admit(invite.secret)
     with pytest.raises(JoinProtocolError, match="not signed by this identity"):
-        joiner.receive_reply(inviter.welcome(invite.secret, mallory.card))
+        joiner.receive_reply(inviter.welcome(inviter.welcome_proof(invite.secret), mallory.card))
 
 
 def test_refusal_reaches_the_joiner_with_its_reason() -> None:

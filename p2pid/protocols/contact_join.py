@@ -205,6 +205,13 @@ class Inviter:
             raise JoinProtocolError("no hello yet")
         if not proofs_equal(self._proof(secret, ProofRole.JOINER), self.hello.proof):
             return RefusalReason.BAD_PROOF
+        return self.admit_known_joiner()
+
+    def admit_known_joiner(self) -> JoinedContact | RefusalReason:
+        """A joiner retrying after it lost our welcome: the invite's secret may be burnt by now,
+        but this identity already redeemed the invite and its card must still hold."""
+        if self.hello is None:
+            raise JoinProtocolError("no hello yet")
         try:
             self.joiner = _verified_card(
                 self.hello.card, self.hello.joiner_identity_key, self.joiner_peer_id
@@ -213,12 +220,13 @@ class Inviter:
             return RefusalReason.BAD_CARD
         return self.joiner
 
-    def welcome(self, secret: bytes, own_card: ContactCard) -> bytes:
+    def welcome_proof(self, secret: bytes) -> bytes:
+        return self._proof(secret, ProofRole.INVITER)
+
+    def welcome(self, proof: bytes, own_card: ContactCard) -> bytes:
         if self.joiner is None:
             raise JoinProtocolError("the joiner was not admitted")
-        return encode_message(
-            JoinWelcome(proof=self._proof(secret, ProofRole.INVITER), card=own_card)
-        )
+        return encode_message(JoinWelcome(proof=proof, card=own_card))
 
     @staticmethod
     def refuse(reason: RefusalReason) -> bytes:
@@ -233,16 +241,29 @@ class Inviter:
 # -- trio drivers ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PriorWelcome:
+    """This joiner already redeemed the invite; `proof` is the welcome proof it was sent."""
+
+    proof: bytes
+
+
 class ContactBook(Protocol):
     """What the join protocol needs of the node: invites, the card, and storing contacts."""
 
-    async def own_card(self, recipient_identity_key: bytes | None) -> ContactCard: ...
-
-    async def invite_secret(self, invite_id: bytes) -> bytes | RefusalReason: ...
+    async def own_card(self, recipient_identity_key: bytes) -> ContactCard: ...
 
     async def is_blocked(self, identity_key: bytes) -> bool: ...
 
-    async def admit_joiner(self, invite_id: bytes, joiner: JoinedContact) -> RefusalReason | None:
+    async def invite_for_join(
+        self, invite_id: bytes, joiner_identity_key: bytes
+    ) -> bytes | PriorWelcome | RefusalReason:
+        """The live invite's secret, the welcome already given to this joiner, or why not."""
+        ...
+
+    async def admit_joiner(
+        self, invite_id: bytes, joiner: JoinedContact, welcome_proof: bytes
+    ) -> RefusalReason | None:
         """Redeem one use of the invite and store the joiner as verified, in one commit."""
         ...
 
@@ -283,24 +304,30 @@ async def serve_join(stream: Stream, net: NetHost, book: ContactBook) -> None:
         log.info("dropped a join from a blocked identity")
         await stream.reset()
         return
-    lookup = await book.invite_secret(hello.invite_id)
-    if isinstance(lookup, RefusalReason):
-        await framed.send(inviter.refuse(lookup))
-        await stream.close()
-        return
-    admitted = inviter.admit(lookup)
-    refusal = (
-        admitted
-        if isinstance(admitted, RefusalReason)
-        else await book.admit_joiner(hello.invite_id, admitted)
-    )
-    if refusal is not None:
+    refusal, proof = await _admit(inviter, hello, book)
+    if refusal is not None or proof is None:
         log.info("refused a join: %s", refusal)
-        await framed.send(inviter.refuse(refusal))
+        await framed.send(inviter.refuse(refusal or RefusalReason.BAD_CARD))
         await stream.close()
         return
     with trio.fail_after(STEP_TIMEOUT_SECONDS):
-        await framed.send(inviter.welcome(lookup, await book.own_card(hello.joiner_identity_key)))
-        with trio.move_on_after(STEP_TIMEOUT_SECONDS):
-            inviter.receive_done(await framed.receive())
+        await framed.send(inviter.welcome(proof, await book.own_card(hello.joiner_identity_key)))
+    with trio.move_on_after(STEP_TIMEOUT_SECONDS):
+        inviter.receive_done(await framed.receive())
     await stream.close()
+
+
+async def _admit(
+    inviter: Inviter, hello: JoinHello, book: ContactBook
+) -> tuple[RefusalReason | None, bytes | None]:
+    lookup = await book.invite_for_join(hello.invite_id, hello.joiner_identity_key)
+    if isinstance(lookup, RefusalReason):
+        return lookup, None
+    if isinstance(lookup, PriorWelcome):
+        admitted = inviter.admit_known_joiner()
+        return (admitted, None) if isinstance(admitted, RefusalReason) else (None, lookup.proof)
+    admitted = inviter.admit(lookup)
+    if isinstance(admitted, RefusalReason):
+        return admitted, None
+    proof = inviter.welcome_proof(lookup)
+    return await book.admit_joiner(hello.invite_id, admitted, proof), proof
