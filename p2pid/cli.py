@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -87,6 +89,43 @@ def build_parser() -> Parser:
         "addr", metavar="MADDR", help="e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo..."
     )
     commands.add_parser("watch", help="print the daemon's events as they happen")
+
+    invite = commands.add_parser("invite", help="show a QR invite that adds you as a contact")
+    invite.add_argument("--uses", type=int, default=1, help="how many people may use it (1)")
+    invite.add_argument(
+        "--ttl", type=int, default=24 * 3600, metavar="SECONDS", help="lifetime (1 day)"
+    )
+    invite.add_argument("--png", type=Path, metavar="FILE", help="also write the QR as a PNG image")
+    invite.add_argument("--no-qr", action="store_true", help="print the code only")
+    invites = commands.add_parser("invites", help="list live invites (or cancel one)")
+    invites.add_argument("--all", action="store_true", help="include spent, expired and cancelled")
+    invites.add_argument("--cancel", metavar="INVITE_ID", help="cancel this invite")
+    join = commands.add_parser("join", help="become contacts with the person whose invite this is")
+    join_source = join.add_mutually_exclusive_group(required=True)
+    join_source.add_argument("code", nargs="?", metavar="CODE", help="the invite text (P2PID:...)")
+    join_source.add_argument(
+        "--image", type=Path, metavar="FILE", help="a photo or screenshot of the QR"
+    )
+
+    commands.add_parser("contacts", help="list contacts")
+    contact = commands.add_parser(
+        "contact", help="show, rename, remove, block or unblock a contact"
+    )
+    actions = contact.add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=Parser
+    )
+    for action, text in (
+        ("show", "fingerprint, verified state, devices, shared fields"),
+        ("remove", "remove the contact"),
+        ("block", "drop everything from them, silently"),
+        ("unblock", "stop blocking them"),
+    ):
+        actions.add_parser(action, help=text).add_argument(
+            "contact", metavar="CONTACT", help="identity id (or 6+ leading characters) or name"
+        )
+    rename = actions.add_parser("rename", help="set (or with no NAME clear) your nickname for them")
+    rename.add_argument("contact", metavar="CONTACT")
+    rename.add_argument("nickname", metavar="NAME", nargs="?")
     demo = commands.add_parser("demo", help="two local nodes on loopback, connected")
     demo.add_argument("--once", action="store_true", help="show their status and exit")
     return parser
@@ -225,6 +264,79 @@ def cmd_watch(home: Home, args: argparse.Namespace, output: Output) -> int:
     return EXIT_OK
 
 
+def cmd_invite(home: Home, args: argparse.Namespace, output: Output) -> int:
+    if args.uses < 1 or args.ttl < 1:
+        raise UsageError("p2pid invite: --uses and --ttl must be at least 1")
+    created = call(home, "invite.create", uses=args.uses, ttl=args.ttl)
+    from p2pid import qr
+
+    version, modules = qr.qr_summary(created["code"])
+    if args.png is not None:
+        qr.write_png(created["code"], args.png)
+    document = {**created, "qr": {"version": version, "modules": modules}}
+    if args.png is not None:
+        document["png"] = str(args.png)
+    if output.as_json:
+        output.emit(document, str)
+        return EXIT_OK
+    if not args.no_qr:
+        print(terminal_qr(created["code"], qr.render_half_blocks, qr.render_half_blocks_plain))
+    print(created["code"])
+    uses = "single use" if created["uses"] == 1 else f"{created['uses']} uses"
+    print(f"expires {format_time(created['expires_at'])}, {uses}, id {created['invite_id']}")
+    return EXIT_OK
+
+
+def terminal_qr(code: str, render: Callable[[str], str], plain: Callable[[str], str]) -> str:
+    rendered = render(code)
+    columns, rows = plain(code).index("\n"), plain(code).count("\n") + 1
+    size = shutil.get_terminal_size(fallback=(200, 100))
+    if size.columns < columns or (sys.stdout.isatty() and size.lines < rows):
+        return (
+            f"(the QR needs {columns}x{rows} characters; this terminal is "
+            f"{size.columns}x{size.lines}: enlarge it, use --png, or share the code below)"
+        )
+    return rendered
+
+
+def cmd_invites(home: Home, args: argparse.Namespace, output: Output) -> int:
+    if args.cancel:
+        call(home, "invite.cancel", invite_id=args.cancel)
+        output.emit({"cancelled": args.cancel}, lambda d: f"invite {d['cancelled']} cancelled")
+        return EXIT_OK
+    output.emit(call(home, "invites", all=args.all), format_invites)
+    return EXIT_OK
+
+
+def cmd_join(home: Home, args: argparse.Namespace, output: Output) -> int:
+    code = args.code
+    if args.image is not None:
+        from p2pid.qr import decode_image
+
+        code = decode_image(args.image)
+    contact = call(home, "join", code=code)
+    output.emit(contact, lambda c: f"{c['name']} is now a verified contact\n" + format_contact(c))
+    return EXIT_OK
+
+
+def cmd_contacts(home: Home, args: argparse.Namespace, output: Output) -> int:
+    output.emit(call(home, "contacts"), format_contacts)
+    return EXIT_OK
+
+
+def cmd_contact(home: Home, args: argparse.Namespace, output: Output) -> int:
+    if args.action == "rename":
+        result = call(home, "contact.rename", contact=args.contact, nickname=args.nickname)
+    elif args.action == "remove":
+        result = call(home, "contact.remove", contact=args.contact)
+        output.emit(result, lambda _: f"removed {args.contact}")
+        return EXIT_OK
+    else:
+        result = call(home, f"contact.{args.action}", contact=args.contact)
+    output.emit(result, format_contact)
+    return EXIT_OK
+
+
 def cmd_demo(home: Home, args: argparse.Namespace, output: Output) -> int:
     from p2pid.demo import run_demo
 
@@ -241,6 +353,11 @@ COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
     "connect": cmd_connect,
     "watch": cmd_watch,
     "demo": cmd_demo,
+    "invite": cmd_invite,
+    "invites": cmd_invites,
+    "join": cmd_join,
+    "contacts": cmd_contacts,
+    "contact": cmd_contact,
 }
 
 
@@ -280,3 +397,52 @@ def format_peers(peers: list[dict[str, Any]]) -> str:
         name = peer["fields"].get("name", "")
         lines.append(f"{peer['peer_id']}  {state:<10}  {name}  {' '.join(peer['addrs'])}")
     return "\n".join(lines)
+
+
+def format_time(unix_seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix_seconds))
+
+
+def format_invites(invites: list[dict[str, Any]]) -> str:
+    if not invites:
+        return "no live invites (make one with `p2pid invite`)"
+    return "\n".join(
+        f"{i['invite_id']}  {i['state']:<9}  {i['uses_left']}/{i['max_uses']} uses left  "
+        f"expires {format_time(i['expires_at'])}"
+        for i in invites
+    )
+
+
+def format_contacts(contacts: list[dict[str, Any]]) -> str:
+    if not contacts:
+        return "no contacts yet (`p2pid invite` shows a QR; `p2pid join CODE` uses one)"
+    lines = []
+    for contact in contacts:
+        marks = "verified" if contact["verified"] else "unverified"
+        if contact["blocked"]:
+            marks += ", blocked"
+        if contact["identity_changed"]:
+            marks += ", IDENTITY CHANGED"
+        lines.append(f"{contact['identity_id'][:12]}  {contact['name']:<20}  {marks}")
+    return "\n".join(lines)
+
+
+def format_contact(contact: dict[str, Any]) -> str:
+    verified = f"yes ({contact['verified_by']})" if contact["verified"] else "no"
+    fields = {
+        "name": contact["name"],
+        "display_name": contact["display_name"],
+        "identity_id": contact["identity_id"],
+        "fingerprint": contact["fingerprint"],
+        "verified": verified,
+        "blocked": "yes" if contact["blocked"] else "no",
+        "devices": ", ".join(
+            f"{d['name']} ({d['peer_id']}{', connected' if d['connected'] else ''})"
+            for d in contact["devices"]
+        ),
+    }
+    if contact["identity_changed"]:
+        fields["warning"] = "a device of this contact presented another identity key"
+    for name, value in contact["fields"].items():
+        fields[f"shared {name}"] = value
+    return format_fields(fields)

@@ -76,7 +76,7 @@ async def serve(options: DaemonOptions, vault_key: bytes, on_ready: Callable[[st
     stop_requested = trio.Event()
     async with (
         TrioStore.open(home.database, vault_key) as store,
-        Node.running(store, events, options.node) as node,
+        Node.running(store, vault_key, events, options.node) as node,
         trio.open_nursery() as nursery,
     ):
         server = RpcServer(daemon_methods(node, stop_requested.set), events)

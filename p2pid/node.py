@@ -8,13 +8,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import trio
 
 from p2pid import __version__
-from p2pid.crypto.identity import IdentityKeys
+from p2pid.contacts import Contacts, ContactsError, parse_invite_code
+from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
 from p2pid.events import EventBus, now_ms
 from p2pid.net.host import NetHost
 from p2pid.net.mdns import (
@@ -24,11 +26,23 @@ from p2pid.net.mdns import (
     resolve_interfaces,
 )
 from p2pid.net.mdns import PeerLost as MdnsPeerLost
+from p2pid.protocols import contact_join
 from p2pid.store import queries
+from p2pid.store.contacts import ContactRow, InviteRow
 from p2pid.store.queries import LocalIdentityRow
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire import events
-from p2pid.wire.api import ConnectResult, NodeStatus, PeerSummary, PingResult
+from p2pid.wire.api import (
+    ConnectResult,
+    ContactSummary,
+    DeviceSummary,
+    InviteCreated,
+    InviteSummary,
+    NodeStatus,
+    PeerSummary,
+    PingResult,
+)
+from p2pid.wire.contact_join import PROTOCOL_ID as CONTACT_JOIN_PROTOCOL
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +104,8 @@ def split_peer_multiaddr(addr: str) -> tuple[str, str]:
 
 
 class Node:
+    contacts: Contacts
+
     def __init__(
         self,
         *,
@@ -120,7 +136,7 @@ class Node:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, store: TrioStore, events: EventBus, config: NodeConfig
+        cls, store: TrioStore, vault_key: bytes, events: EventBus, config: NodeConfig
     ) -> AsyncIterator[Node]:
         identity = await store.read(queries.load_local_identity)
         if identity is None:
@@ -130,6 +146,13 @@ class Node:
             trio.open_nursery() as nursery,
         ):
             node = cls(store=store, identity=identity, net=net, events=events, config=config)
+            node.contacts = Contacts(
+                store=store, identity=identity, vault_key=vault_key, events=events
+            )
+            net.set_stream_handler(
+                CONTACT_JOIN_PROTOCOL,
+                lambda stream: contact_join.serve_join(stream, net, node.contacts),
+            )
             await node._load_known_addresses()
             nursery.start_soon(node._forward_connection_events)
             if config.mdns_enabled:
@@ -262,3 +285,96 @@ class Node:
         for _ in range(count):
             rtts.append(round(await self.net.ping(peer_id) * 1000, 3))
         return PingResult(peer_id=peer_id, rtts_ms=rtts)
+
+    # -- contacts ------------------------------------------------------------------------------
+
+    async def create_invite(self, uses: int, ttl_seconds: int) -> InviteCreated:
+        created = await self.contacts.create_invite(
+            uses=uses, ttl_seconds=ttl_seconds, addrs=self.reachable_addrs()
+        )
+        return InviteCreated(
+            invite_id=created.invite.invite_id.hex(),
+            code=created.code,
+            expires_at=created.invite.expires_at,
+            uses=created.uses,
+        )
+
+    async def invites(self, include_spent: bool) -> list[InviteSummary]:
+        now = int(time.time())
+        return [invite_summary(row, now) for row in await self.contacts.list_invites(include_spent)]
+
+    async def cancel_invite(self, invite_id: str) -> None:
+        try:
+            raw_id = bytes.fromhex(invite_id)
+        except ValueError:
+            raise NodeError("invalid", f"{invite_id!r} is not an invite id") from None
+        await self.contacts.cancel_invite(raw_id)
+
+    async def join(self, code: str) -> ContactSummary:
+        """Join the inviter of a contact invite: both become verified contacts."""
+        invite = parse_invite_code(code)
+        if invite.identity_key == self.keys.identity_public_key:
+            raise ContactsError("invalid", "this is your own invite")
+        inviter_peer_id = peer_id_from_public_key(invite.device_key)
+        self.net.add_addrs(inviter_peer_id, [hint.to_multiaddr() for hint in invite.hints])
+        inviter = await contact_join.join(
+            self.net, invite, self.contacts, self.keys.identity_public_key
+        )
+        return await self.contact(identity_id_from_public_key(inviter.identity_key))
+
+    async def contact_list(self) -> list[ContactSummary]:
+        return [await self._summary(row) for row in await self.contacts.list_contacts()]
+
+    async def contact(self, reference: str) -> ContactSummary:
+        return await self._summary(await self.contacts.find(reference))
+
+    async def rename_contact(self, reference: str, nickname: str | None) -> ContactSummary:
+        row = await self.contacts.find(reference)
+        await self.contacts.rename(row.identity_key, nickname)
+        return await self.contact(identity_id_from_public_key(row.identity_key))
+
+    async def remove_contact(self, reference: str) -> None:
+        await self.contacts.remove((await self.contacts.find(reference)).identity_key)
+
+    async def block_contact(self, reference: str, blocked: bool) -> ContactSummary:
+        row = await self.contacts.find(reference)
+        await self.contacts.set_blocked(row.identity_key, blocked)
+        return await self.contact(identity_id_from_public_key(row.identity_key))
+
+    async def _summary(self, row: ContactRow) -> ContactSummary:
+        connected = set(self.net.connected_peers())
+        identity_id = identity_id_from_public_key(row.identity_key)
+        return ContactSummary(
+            identity_id=identity_id,
+            fingerprint=fingerprint(identity_id),
+            name=row.name,
+            display_name=row.display_name,
+            nickname=row.nickname,
+            verified=row.verified,
+            verified_by=row.verified_by,
+            blocked=row.blocked,
+            identity_changed=row.identity_key_changed,
+            devices=[
+                DeviceSummary(peer_id=d.peer_id, name=d.name, connected=d.peer_id in connected)
+                for d in row.devices
+            ],
+            fields=await self.contacts.fields_of(row.identity_key),
+            added_at_ms=row.added_at,
+        )
+
+
+def fingerprint(identity_id: str) -> str:
+    """The identity id in groups of four, to read aloud or compare side by side."""
+    return " ".join(identity_id[i : i + 4] for i in range(0, len(identity_id), 4))
+
+
+def invite_summary(row: InviteRow, now_s: int) -> InviteSummary:
+    return InviteSummary(
+        invite_id=row.invite_id.hex(),
+        state=row.state(now_s).value,
+        uses_left=row.uses_left,
+        max_uses=row.max_uses,
+        expires_at=row.expires_at,
+        created_at_ms=row.created_at,
+        code=row.code,
+    )

@@ -11,9 +11,8 @@ import time
 from dataclasses import dataclass
 from getpass import getpass
 
-import vodozemac
-
 from p2pid.crypto.identity import IdentityKeys
+from p2pid.crypto.olm import OlmAccount
 from p2pid.crypto.vault import (
     VaultError,
     new_vault_key,
@@ -63,14 +62,14 @@ def create_home(home: Home, name: str, passphrase: str | None) -> CreatedIdentit
     home.ensure_private_dir()
     vault_key = new_vault_key()
     keys = IdentityKeys.generate()
-    olm_account = vodozemac.Account()
+    olm_account = OlmAccount.create(vault_key)
     connection = open_database(home.database, vault_key, create=True)
     try:
         identity = LocalIdentityRow(
             name=name,
             identity_seed=keys.identity_seed,
             device_seed=keys.device_seed,
-            olm_account=olm_account.pickle(vault_key),
+            olm_account=olm_account.pickle(),
             created_at=int(time.time() * 1000),
         )
         with savepoint(connection):

@@ -9,12 +9,15 @@ import msgspec
 import trio
 
 from p2pid import __version__
-from p2pid.net import NetError
+from p2pid.contacts import DEFAULT_INVITE_TTL_SECONDS, ContactsError
+from p2pid.net import NetError, describe_error
 from p2pid.node import Node, NodeError
+from p2pid.protocols.contact_join import JoinError
 from p2pid.rpc.protocol import ErrorCode, RpcError
 from p2pid.rpc.server import Handler
 
 P = TypeVar("P")
+MAX_NICKNAME_LENGTH = 64
 MAX_PING_COUNT = 100
 PING_TIMEOUT_SECONDS = 20.0
 
@@ -38,6 +41,32 @@ class ConnectParams(msgspec.Struct, forbid_unknown_fields=True):
     addr: str
 
 
+class InviteParams(msgspec.Struct, forbid_unknown_fields=True):
+    uses: int = 1
+    ttl: int = DEFAULT_INVITE_TTL_SECONDS
+
+
+class InvitesParams(msgspec.Struct, forbid_unknown_fields=True):
+    all: bool = False
+
+
+class InviteIdParams(msgspec.Struct, forbid_unknown_fields=True):
+    invite_id: str
+
+
+class JoinParams(msgspec.Struct, forbid_unknown_fields=True):
+    code: str
+
+
+class ContactParams(msgspec.Struct, forbid_unknown_fields=True):
+    contact: str
+
+
+class RenameParams(msgspec.Struct, forbid_unknown_fields=True):
+    contact: str
+    nickname: str | None
+
+
 def parse_params(params: dict[str, Any], kind: type[P]) -> P:
     try:
         return msgspec.convert(params, kind)
@@ -45,10 +74,16 @@ def parse_params(params: dict[str, Any], kind: type[P]) -> P:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"invalid params: {error}") from None
 
 
-def as_rpc_error(error: NodeError | NetError) -> RpcError:
-    if isinstance(error, NodeError):
+def as_rpc_error(error: Exception) -> RpcError:
+    if isinstance(error, NodeError | ContactsError):
         return RpcError(_NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error))
-    return RpcError(ErrorCode.UNREACHABLE, str(error))
+    if isinstance(error, JoinError):
+        return RpcError(ErrorCode.REFUSED, f"join failed: {error}")
+    if isinstance(error, trio.TooSlowError):
+        return RpcError(ErrorCode.TIMEOUT, "the other side did not answer in time")
+    return RpcError(
+        ErrorCode.UNREACHABLE, describe_error(error) if isinstance(error, NetError) else str(error)
+    )
 
 
 def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Handler]:
@@ -77,6 +112,46 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
     async def connect(params: dict[str, Any]) -> Any:
         return await node.connect(parse_params(params, ConnectParams).addr)
 
+    async def invite_create(params: dict[str, Any]) -> Any:
+        request = parse_params(params, InviteParams)
+        return await node.create_invite(request.uses, request.ttl)
+
+    async def invites(params: dict[str, Any]) -> Any:
+        return await node.invites(parse_params(params, InvitesParams).all)
+
+    async def invite_cancel(params: dict[str, Any]) -> Any:
+        await node.cancel_invite(parse_params(params, InviteIdParams).invite_id)
+        return {"cancelled": True}
+
+    async def join(params: dict[str, Any]) -> Any:
+        return await node.join(parse_params(params, JoinParams).code)
+
+    async def contacts(params: dict[str, Any]) -> Any:
+        parse_params(params, NoParams)
+        return await node.contact_list()
+
+    async def contact_show(params: dict[str, Any]) -> Any:
+        return await node.contact(parse_params(params, ContactParams).contact)
+
+    async def contact_rename(params: dict[str, Any]) -> Any:
+        request = parse_params(params, RenameParams)
+        nickname = request.nickname.strip() if request.nickname else None
+        if nickname is not None and not 1 <= len(nickname) <= MAX_NICKNAME_LENGTH:
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS, f"a nickname is 1..{MAX_NICKNAME_LENGTH} characters"
+            )
+        return await node.rename_contact(request.contact, nickname)
+
+    async def contact_remove(params: dict[str, Any]) -> Any:
+        await node.remove_contact(parse_params(params, ContactParams).contact)
+        return {"removed": True}
+
+    async def contact_block(params: dict[str, Any]) -> Any:
+        return await node.block_contact(parse_params(params, ContactParams).contact, True)
+
+    async def contact_unblock(params: dict[str, Any]) -> Any:
+        return await node.block_contact(parse_params(params, ContactParams).contact, False)
+
     async def stop(params: dict[str, Any]) -> dict[str, bool]:
         parse_params(params, NoParams)
         request_stop()
@@ -89,6 +164,16 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         "ping": ping,
         "connect": connect,
         "stop": stop,
+        "invite.create": invite_create,
+        "invites": invites,
+        "invite.cancel": invite_cancel,
+        "join": join,
+        "contacts": contacts,
+        "contact.show": contact_show,
+        "contact.rename": contact_rename,
+        "contact.remove": contact_remove,
+        "contact.block": contact_block,
+        "contact.unblock": contact_unblock,
     }
     return {name: _translating_errors(handler) for name, handler in methods.items()}
 
@@ -97,7 +182,7 @@ def _translating_errors(handler: Handler) -> Handler:
     async def translated(params: dict[str, Any]) -> Any:
         try:
             return await handler(params)
-        except (NodeError, NetError) as error:
+        except (NodeError, NetError, ContactsError, JoinError, trio.TooSlowError) as error:
             raise as_rpc_error(error) from error
 
     return translated

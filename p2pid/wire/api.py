@@ -35,3 +35,41 @@ class PingResult(msgspec.Struct, kw_only=True):
 class ConnectResult(msgspec.Struct, kw_only=True):
     peer_id: str
     addr: str
+
+
+class DeviceSummary(msgspec.Struct, kw_only=True):
+    peer_id: str
+    name: str
+    connected: bool
+
+
+class ContactSummary(msgspec.Struct, kw_only=True):
+    identity_id: str
+    fingerprint: str
+    name: str  # my nickname for them, else their display name
+    display_name: str
+    nickname: str | None
+    verified: bool
+    verified_by: str | None
+    blocked: bool
+    identity_changed: bool
+    devices: list[DeviceSummary]
+    fields: dict[str, str]  # what they share with me
+    added_at_ms: int
+
+
+class InviteCreated(msgspec.Struct, kw_only=True):
+    invite_id: str
+    code: str
+    expires_at: int  # unix seconds
+    uses: int
+
+
+class InviteSummary(msgspec.Struct, kw_only=True):
+    invite_id: str
+    state: str  # live | spent | cancelled | expired
+    uses_left: int
+    max_uses: int
+    expires_at: int
+    created_at_ms: int
+    code: str | None  # None once burnt

@@ -29,11 +29,33 @@ class PeerDisconnected(Event, tag="peer.disconnected"):
     peer_id: str
 
 
+class ContactAdded(Event, tag="contact.added"):
+    identity_id: str
+    name: str
+    verified: bool
+
+
+class ContactIdentityChanged(Event, tag="contact.identity_changed"):
+    """A device of a contact presented another identity key: not accepted, the user must act."""
+
+    identity_id: str
+    peer_id: str
+    new_identity_id: str
+
+
 class DaemonStopping(Event, tag="daemon.stopping"):
     reason: str
 
 
-AnyEvent = PeerDiscovered | PeerLost | PeerConnected | PeerDisconnected | DaemonStopping
+AnyEvent = (
+    PeerDiscovered
+    | PeerLost
+    | PeerConnected
+    | PeerDisconnected
+    | ContactAdded
+    | ContactIdentityChanged
+    | DaemonStopping
+)
 
 
 def decode_event(data: bytes | str | dict[str, object]) -> AnyEvent:

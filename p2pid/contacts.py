@@ -1,0 +1,375 @@
+"""Contacts: invites, joining, and the contact list. The node-side half of contact-join.
+
+Owns this device's Olm account (one-time keys handed out in cards are marked published and the
+account is saved before the card leaves) and the card this node shows to a given person.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from p2pid.crypto.device_list import sign_device_list
+from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
+from p2pid.crypto.invites import InviteError, new_invite, verify_invite
+from p2pid.crypto.olm import OlmAccount
+from p2pid.events import EventBus, now_ms
+from p2pid.protocols.contact_join import JoinedContact, JoinError, PriorWelcome
+from p2pid.store import contacts as contact_queries
+from p2pid.store import queries
+from p2pid.store.contacts import (
+    ContactDevice,
+    ContactRecord,
+    ContactRow,
+    DeviceConflictError,
+    InviteRow,
+    InviteState,
+    RedeemResult,
+)
+from p2pid.store.db import Connection
+from p2pid.store.queries import LocalIdentityRow
+from p2pid.store.trio_store import TrioStore
+from p2pid.wire import events
+from p2pid.wire.contact_join import RefusalReason
+from p2pid.wire.invite import (
+    AddressHint,
+    Invite,
+    InviteFormatError,
+    InviteKind,
+    decode_invite,
+    encode_invite,
+)
+from p2pid.wire.records import ContactCard, DeviceEntry, DevicePrekeys, SignedDeviceList
+
+log = logging.getLogger(__name__)
+
+ONE_TIME_KEYS_PER_CARD = 5
+MAX_INVITE_HINTS = 4
+MAX_INVITE_USES = 1000
+MAX_INVITE_TTL_SECONDS = 30 * 24 * 3600
+DEFAULT_INVITE_TTL_SECONDS = 24 * 3600
+DEVICE_CAPABILITIES = ["chat"]
+
+_REDEEM_REFUSALS = {
+    RedeemResult.UNKNOWN: RefusalReason.UNKNOWN_INVITE,
+    RedeemResult.EXPIRED: RefusalReason.EXPIRED,
+    RedeemResult.CANCELLED: RefusalReason.CANCELLED,
+    RedeemResult.SPENT: RefusalReason.SPENT,
+}
+
+
+_STATE_REFUSALS = {
+    InviteState.EXPIRED: RefusalReason.EXPIRED,
+    InviteState.CANCELLED: RefusalReason.CANCELLED,
+    InviteState.SPENT: RefusalReason.SPENT,
+}
+
+
+class ContactsError(Exception):
+    """A contacts request that cannot be carried out; `kind` maps to an RPC error code."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class CreatedInvite:
+    invite: Invite
+    code: str
+    uses: int
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+def hints_from(addrs: Sequence[str]) -> tuple[AddressHint, ...]:
+    hints = [hint for addr in addrs if (hint := AddressHint.from_multiaddr(addr)) is not None]
+    return tuple(dict.fromkeys(hints))[:MAX_INVITE_HINTS]
+
+
+def parse_invite_code(code: str, kind: InviteKind = InviteKind.CONTACT) -> Invite:
+    """Decode and verify an invite's text; a clear ContactsError for anything wrong with it."""
+    try:
+        invite = decode_invite(code)
+        verify_invite(invite, now_s())
+    except InviteFormatError as error:
+        raise ContactsError("invalid", f"not a p2pid invite: {error}") from None
+    except InviteError as error:
+        raise ContactsError("invalid", f"invite refused: {error}") from None
+    if invite.kind is not kind:
+        raise ContactsError(
+            "invalid", f"this is a {invite.kind.name.lower()} invite, not a {kind.name.lower()} one"
+        )
+    return invite
+
+
+def contact_record(contact: JoinedContact) -> ContactRecord:
+    prekeys = {entry.device_key: entry for entry in contact.card.prekeys}
+    devices = []
+    for device in contact.devices.body.devices:
+        published = prekeys.get(device.device_key)
+        devices.append(
+            ContactDevice(
+                peer_id=peer_id_from_public_key(device.device_key),
+                device_key=device.device_key,
+                olm_curve25519=device.olm_curve25519,
+                olm_ed25519=device.olm_ed25519,
+                name=device.name,
+                created_at=device.created_at,
+                capabilities=tuple(device.capabilities),
+                fallback_key=published.fallback_key if published else None,
+                one_time_keys=tuple(published.one_time_keys) if published else (),
+            )
+        )
+    return ContactRecord(
+        identity_key=contact.identity_key,
+        display_name=contact.display_name,
+        device_list=contact.card.device_list.body + contact.card.device_list.signature,
+        device_list_version=contact.devices.body.version,
+        devices=tuple(devices),
+    )
+
+
+class Contacts:
+    def __init__(
+        self,
+        *,
+        store: TrioStore,
+        identity: LocalIdentityRow,
+        vault_key: bytes,
+        events: EventBus,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self.keys = IdentityKeys(identity.identity_seed, identity.device_seed)
+        self.events = events
+        self._olm = OlmAccount.from_pickle(identity.olm_account, vault_key)
+        self._device_list = self._sign_own_device_list()
+
+    # -- my card ---------------------------------------------------------------------------
+
+    def _sign_own_device_list(self) -> SignedDeviceList:
+        this_device = DeviceEntry(
+            device_key=self.keys.device_public_key,
+            olm_curve25519=self._olm.curve25519,
+            olm_ed25519=self._olm.ed25519,
+            name=platform.node() or "device",
+            created_at=self.identity.created_at,
+            capabilities=DEVICE_CAPABILITIES,
+        )
+        return sign_device_list(
+            self.keys.identity_signing_key, 1, self.identity.created_at, [this_device]
+        )
+
+    async def _publish_one_time_keys(self) -> DevicePrekeys:
+        published = self._olm.publish_prekeys(ONE_TIME_KEYS_PER_CARD)
+        pickle = self._olm.pickle()
+        await self.store.write(lambda conn: queries.update_olm_account(conn, pickle))
+        return DevicePrekeys(
+            device_key=self.keys.device_public_key,
+            one_time_keys=published.one_time_keys,
+            fallback_key=published.fallback_key,
+        )
+
+    async def own_card(self, recipient_identity_key: bytes) -> ContactCard:
+        fields = await self.store.read(
+            lambda conn: contact_queries.fields_visible_to(conn, recipient_identity_key)
+        )
+        return ContactCard(
+            display_name=self.identity.name,
+            device_list=self._device_list,
+            prekeys=[await self._publish_one_time_keys()],
+            fields=fields,
+        )
+
+    # -- the inviter's side (ContactBook) ----------------------------------------------------
+
+    async def is_blocked(self, identity_key: bytes) -> bool:
+        return await self.store.read(lambda conn: contact_queries.is_blocked(conn, identity_key))
+
+    async def invite_for_join(
+        self, invite_id: bytes, joiner_identity_key: bytes
+    ) -> bytes | PriorWelcome | RefusalReason:
+        def lookup(conn: Connection) -> bytes | PriorWelcome | RefusalReason:
+            use = contact_queries.get_invite_use(conn, invite_id, joiner_identity_key)
+            if use is not None and use.receipt is not None:
+                return PriorWelcome(use.receipt)
+            invite = contact_queries.get_invite(conn, invite_id)
+            if invite is None:
+                return RefusalReason.UNKNOWN_INVITE
+            if invite.secret is None or not invite.is_live(now_s()):
+                return _STATE_REFUSALS.get(invite.state(now_s()), RefusalReason.SPENT)
+            return invite.secret
+
+        return await self.store.read(lookup)
+
+    async def admit_joiner(
+        self, invite_id: bytes, joiner: JoinedContact, welcome_proof: bytes
+    ) -> RefusalReason | None:
+        record = contact_record(joiner)
+
+        def redeem_and_store(conn: Connection) -> RefusalReason | None:
+            result = contact_queries.redeem_invite(
+                conn, invite_id, joiner.identity_key, now_s(), now_ms(), receipt=welcome_proof
+            )
+            if result in _REDEEM_REFUSALS:
+                return _REDEEM_REFUSALS[result]
+            self._store_verified(conn, record)
+            return None
+
+        try:
+            refusal = await self.store.write(redeem_and_store)
+        except DeviceConflictError as conflict:
+            await self._flag_identity_change(conflict, joiner)
+            return RefusalReason.BAD_CARD
+        if refusal is None:
+            self._announce_added(joiner)
+        return refusal
+
+    # -- the joiner's side ----------------------------------------------------------------------
+
+    async def store_inviter(self, inviter: JoinedContact) -> None:
+        record = contact_record(inviter)
+        try:
+            await self.store.write(lambda conn: self._store_verified(conn, record))
+        except DeviceConflictError as conflict:
+            await self._flag_identity_change(conflict, inviter)
+            raise JoinError(str(self._identity_change_message(conflict))) from None
+        self._announce_added(inviter)
+
+    @staticmethod
+    def _store_verified(conn: Connection, record: ContactRecord) -> None:
+        contact_queries.upsert_contact(conn, record, now_ms())
+        contact_queries.set_verified(conn, record.identity_key, "invite", now_ms())
+
+    def _identity_change_message(self, conflict: DeviceConflictError) -> str:
+        return (
+            f"device {conflict.peer_id} belonged to contact "
+            f"{identity_id_from_public_key(conflict.owner_identity_key)} and now claims "
+            f"identity {identity_id_from_public_key(conflict.claimed_by)}: not accepted, "
+            "the contact is flagged"
+        )
+
+    async def _flag_identity_change(
+        self, conflict: DeviceConflictError, claimant: JoinedContact
+    ) -> None:
+        await self.store.write(
+            lambda conn: contact_queries.record_identity_key_change(
+                conn, conflict.peer_id, conflict.owner_identity_key, claimant.identity_key, now_ms()
+            )
+        )
+        log.warning("%s", self._identity_change_message(conflict))
+        self.events.publish(
+            events.ContactIdentityChanged(
+                at_ms=now_ms(),
+                identity_id=identity_id_from_public_key(conflict.owner_identity_key),
+                peer_id=conflict.peer_id,
+                new_identity_id=identity_id_from_public_key(claimant.identity_key),
+            )
+        )
+
+    def _announce_added(self, contact: JoinedContact) -> None:
+        self.events.publish(
+            events.ContactAdded(
+                at_ms=now_ms(),
+                identity_id=identity_id_from_public_key(contact.identity_key),
+                name=contact.display_name,
+                verified=True,
+            )
+        )
+
+    # -- invites --------------------------------------------------------------------------------
+
+    async def create_invite(
+        self, *, uses: int, ttl_seconds: int, addrs: Sequence[str]
+    ) -> CreatedInvite:
+        if not 1 <= uses <= MAX_INVITE_USES:
+            raise ContactsError("invalid", f"uses must be 1..{MAX_INVITE_USES}")
+        if not 1 <= ttl_seconds <= MAX_INVITE_TTL_SECONDS:
+            raise ContactsError("invalid", f"ttl must be 1..{MAX_INVITE_TTL_SECONDS} seconds")
+        invite = new_invite(
+            InviteKind.CONTACT,
+            self.keys.identity_signing_key,
+            self.keys.device_public_key,
+            hints_from(addrs),
+            ttl_seconds=ttl_seconds,
+            name=self.identity.name,
+            now=now_s(),
+        )
+        code = encode_invite(invite)
+        row = InviteRow(
+            invite_id=invite.invite_id,
+            kind=int(invite.kind),
+            secret=invite.secret,
+            code=code,
+            max_uses=uses,
+            uses_left=uses,
+            expires_at=invite.expires_at,
+            created_at=now_ms(),
+        )
+        await self.store.write(lambda conn: contact_queries.create_invite(conn, row))
+        return CreatedInvite(invite=invite, code=code, uses=uses)
+
+    async def list_invites(self, include_spent: bool) -> list[InviteRow]:
+        return await self.store.read(
+            lambda conn: contact_queries.list_invites(conn, now_s(), include_spent=include_spent)
+        )
+
+    async def cancel_invite(self, invite_id: bytes) -> None:
+        cancelled = await self.store.write(
+            lambda conn: contact_queries.cancel_invite(conn, invite_id, now_ms())
+        )
+        if not cancelled:
+            raise ContactsError("not_found", "no live invite with that id")
+
+    # -- the contact list -------------------------------------------------------------------------
+
+    async def list_contacts(self) -> list[ContactRow]:
+        return await self.store.read(contact_queries.list_contacts)
+
+    async def find(self, reference: str) -> ContactRow:
+        """A contact by identity id (or a unique prefix of it) or by nickname or display name."""
+        contacts = await self.list_contacts()
+        wanted = reference.strip()
+        by_id = [
+            c
+            for c in contacts
+            if identity_id_from_public_key(c.identity_key).startswith(wanted.lower())
+        ]
+        if len(wanted) >= 6 and len(by_id) == 1:
+            return by_id[0]
+        by_name = [
+            c
+            for c in contacts
+            if wanted.casefold() in (c.name.casefold(), c.display_name.casefold())
+        ]
+        if len(by_name) == 1:
+            return by_name[0]
+        if len(by_name) > 1 or len(by_id) > 1:
+            raise ContactsError(
+                "invalid", f"{reference!r} matches several contacts; use the identity id"
+            )
+        raise ContactsError("not_found", f"no contact {reference!r}")
+
+    async def fields_of(self, identity_key: bytes) -> dict[str, str]:
+        return await self.store.read(
+            lambda conn: contact_queries.contact_fields(conn, identity_key)
+        )
+
+    async def rename(self, identity_key: bytes, nickname: str | None) -> None:
+        await self.store.write(
+            lambda conn: contact_queries.rename_contact(conn, identity_key, nickname, now_ms())
+        )
+
+    async def remove(self, identity_key: bytes) -> None:
+        await self.store.write(lambda conn: contact_queries.remove_contact(conn, identity_key))
+
+    async def set_blocked(self, identity_key: bytes, blocked: bool) -> None:
+        await self.store.write(
+            lambda conn: contact_queries.set_blocked(conn, identity_key, blocked, now_ms())
+        )
