@@ -28,7 +28,8 @@ def test_invite_png_join_and_verified_contacts_both_ways(tmp_path: Path) -> None
         assert decode_image(png) == invite["code"]  # as a phone camera would read it
 
         joined = p2pid_json(bob_home, "join", "--image", str(png))
-        assert joined["name"] == "Alice" and joined["verified"] and joined["verified_by"] == "invite"
+        assert joined["name"] == "Alice"
+        assert joined["verified"] and joined["verified_by"] == "invite"
         assert [d["peer_id"] for d in joined["devices"]] == [alice["peer_id"]]
         assert joined["identity_id"] == alice["identity_id"]
 
@@ -57,14 +58,14 @@ def test_bad_invites_are_refused_and_change_nothing(tmp_path: Path) -> None:
         code = p2pid_json(alice_home, "invite", "--uses", "2")["code"]
         forged = code[:-12] + ("A" if code[-12] != "A" else "B") + code[-11:]
         assert "invite" in str(error_of(bob_home, "join", forged)["message"])
-        assert "not a p2pid invite" in str(error_of(bob_home, "join", "P2PID:NOTBASE32!")["message"])
+        garbage = error_of(bob_home, "join", "P2PID:NOTBASE32!")
+        assert "not a p2pid invite" in str(garbage["message"])
         assert "own invite" in str(error_of(alice_home, "join", code)["message"])
 
         [live] = p2pid_json(alice_home, "invites")
         assert live["uses_left"] == 2
         p2pid_json(alice_home, "invites", "--cancel", live["invite_id"])
-        cancelled = error_of(bob_home, "join", code)
-        assert "cancelled" in str(cancelled["message"]) or "does not know" in str(cancelled["message"])
+        assert "cancelled" in str(error_of(bob_home, "join", code)["message"])
         assert p2pid_json(bob_home, "contacts") == []
         assert p2pid_json(alice_home, "contacts") == []
 
