@@ -123,6 +123,51 @@ def build_parser() -> Parser:
         actions.add_parser(action, help=text).add_argument(
             "contact", metavar="CONTACT", help="identity id (or 6+ leading characters) or name"
         )
+    verify = actions.add_parser(
+        "verify", help="compare a short code (emoji or numbers) with them; both confirm"
+    )
+    verify.add_argument("contact", metavar="CONTACT")
+    answer = verify.add_mutually_exclusive_group()
+    answer.add_argument(
+        "--yes",
+        dest="matches",
+        action="store_const",
+        const=True,
+        help="answer that the codes match without asking",
+    )
+    answer.add_argument(
+        "--no",
+        dest="matches",
+        action="store_const",
+        const=False,
+        help="answer that the codes differ without asking",
+    )
+    commands.add_parser("verifications", help="verifications waiting for you")
+
+    profile = commands.add_parser("profile", help="your profile fields and who sees each")
+    fields = profile.add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=Parser
+    )
+    fields.add_parser("show", help="your fields, their audience and who they are shared with")
+    set_field = fields.add_parser("set", help="set a field (phone, email, address, ...)")
+    set_field.add_argument("name", metavar="NAME")
+    set_field.add_argument("value", metavar="VALUE")
+    set_field.add_argument(
+        "--audience",
+        choices=("public", "contacts", "chosen", "groups"),
+        default="contacts",
+        help="who sees it (default: contacts); `chosen` fields go to those you share them with",
+    )
+    fields.add_parser("remove", help="remove a field everywhere").add_argument(
+        "name", metavar="NAME"
+    )
+    for action, text in (
+        ("share", "share a field with a contact"),
+        ("revoke", "take a shared field back from a contact"),
+    ):
+        sharing = fields.add_parser(action, help=text)
+        sharing.add_argument("name", metavar="NAME")
+        sharing.add_argument("contact", metavar="CONTACT")
     rename = actions.add_parser("rename", help="set (or with no NAME clear) your nickname for them")
     rename.add_argument("contact", metavar="CONTACT")
     rename.add_argument("nickname", metavar="NAME", nargs="?")
@@ -325,6 +370,8 @@ def cmd_contacts(home: Home, args: argparse.Namespace, output: Output) -> int:
 
 
 def cmd_contact(home: Home, args: argparse.Namespace, output: Output) -> int:
+    if args.action == "verify":
+        return verify_contact(home, args, output)
     if args.action == "rename":
         result = call(home, "contact.rename", contact=args.contact, nickname=args.nickname)
     elif args.action == "remove":
@@ -334,6 +381,47 @@ def cmd_contact(home: Home, args: argparse.Namespace, output: Output) -> int:
     else:
         result = call(home, f"contact.{args.action}", contact=args.contact)
     output.emit(result, format_contact)
+    return EXIT_OK
+
+
+def verify_contact(home: Home, args: argparse.Namespace, output: Output) -> int:
+    """Start (or accept) a SAS verification, show the code, ask, confirm: one blocking session."""
+    with BlockingClient(home.socket, timeout=None) as client:
+        view = client.call("verify.start", contact=args.contact)
+        if not output.as_json:
+            print(format_sas(view))
+        matches = args.matches
+        if matches is None:
+            if not sys.stdin.isatty():
+                raise UsageError("p2pid contact verify: answer with --yes or --no (no terminal)")
+            reply = input(f"Does {view['name']} see the same? [y/N] ").strip().lower()
+            matches = reply in ("y", "yes")
+        outcome = client.call(
+            "verify.confirm", verification_id=view["verification_id"], matches=matches
+        )
+    document = {**outcome, "emoji": view["emoji"], "decimals": view["decimals"]}
+    output.emit(document, format_verification_outcome)
+    return EXIT_OK if outcome["verified"] else EXIT_ERROR
+
+
+def cmd_verifications(home: Home, args: argparse.Namespace, output: Output) -> int:
+    output.emit(call(home, "verifications"), format_verifications)
+    return EXIT_OK
+
+
+def cmd_profile(home: Home, args: argparse.Namespace, output: Output) -> int:
+    if args.action == "show":
+        output.emit(call(home, "profile.show"), format_profile)
+        return EXIT_OK
+    if args.action == "set":
+        result = call(home, "profile.set", name=args.name, value=args.value, audience=args.audience)
+    elif args.action == "remove":
+        call(home, "profile.remove", name=args.name)
+        output.emit({"removed": args.name}, lambda d: f"removed {d['removed']}")
+        return EXIT_OK
+    else:
+        result = call(home, f"profile.{args.action}", name=args.name, contact=args.contact)
+    output.emit(result, lambda field: format_profile([field]))
     return EXIT_OK
 
 
@@ -358,6 +446,8 @@ COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
     "join": cmd_join,
     "contacts": cmd_contacts,
     "contact": cmd_contact,
+    "verifications": cmd_verifications,
+    "profile": cmd_profile,
 }
 
 
@@ -446,3 +536,42 @@ def format_contact(contact: dict[str, Any]) -> str:
     for name, value in contact["fields"].items():
         fields[f"shared {name}"] = value
     return format_fields(fields)
+
+
+def format_sas(view: dict[str, Any]) -> str:
+    symbols = "  ".join(f"{symbol:^8}" for symbol, _ in view["emoji"])
+    names = "  ".join(f"{name:^8}" for _, name in view["emoji"])
+    numbers = "  ".join(str(number) for number in view["decimals"])
+    return (
+        f"Compare with {view['name']}'s screen:\n\n  {symbols}\n  {names}\n\n"
+        f"  or the numbers  {numbers}\n"
+    )
+
+
+def format_verification_outcome(outcome: dict[str, Any]) -> str:
+    if outcome["verified"]:
+        return f"{outcome['name']} is verified"
+    side = " (by them)" if outcome.get("by_peer") else ""
+    return f"{outcome['name']} is NOT verified: {outcome.get('reason') or 'cancelled'}{side}"
+
+
+def format_verifications(views: list[dict[str, Any]]) -> str:
+    if not views:
+        return "no verifications waiting"
+    return "\n".join(
+        f"{v['verification_id'][:8]}  {v['name']}  {'asks you' if v['incoming'] else 'you asked'}"
+        f"  ({v['state']}; answer with `p2pid contact verify {v['name']}`)"
+        for v in views
+    )
+
+
+def format_profile(fields: list[dict[str, Any]]) -> str:
+    if not fields:
+        return "no profile fields (add one: p2pid profile set phone '+1 555 0100')"
+    lines = []
+    for field in fields:
+        audience = field["audience"]
+        if field["granted_to"]:
+            audience += f" + shared with {len(field['granted_to'])}"
+        lines.append(f"{field['name']:<12}  {field['value']}  ({audience})")
+    return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from p2pid.crypto.device_list import sign_device_list
@@ -149,6 +149,7 @@ class Contacts:
         self.keys = IdentityKeys(identity.identity_seed, identity.device_seed)
         self.events = events
         self._olm = OlmAccount.from_pickle(identity.olm_account, vault_key)
+        self.on_contact_added: list[Callable[[bytes], None]] = []
         self._device_list = self._sign_own_device_list()
 
     # -- my card ---------------------------------------------------------------------------
@@ -219,7 +220,7 @@ class Contacts:
             )
             if result in _REDEEM_REFUSALS:
                 return _REDEEM_REFUSALS[result]
-            self._store_verified(conn, record)
+            self._store_verified(conn, record, joiner.card.fields)
             return None
 
         try:
@@ -236,16 +237,19 @@ class Contacts:
     async def store_inviter(self, inviter: JoinedContact) -> None:
         record = contact_record(inviter)
         try:
-            await self.store.write(lambda conn: self._store_verified(conn, record))
+            await self.store.write(
+                lambda conn: self._store_verified(conn, record, inviter.card.fields)
+            )
         except DeviceConflictError as conflict:
             await self._flag_identity_change(conflict, inviter)
             raise JoinError(str(self._identity_change_message(conflict))) from None
         self._announce_added(inviter)
 
     @staticmethod
-    def _store_verified(conn: Connection, record: ContactRecord) -> None:
+    def _store_verified(conn: Connection, record: ContactRecord, fields: dict[str, str]) -> None:
         contact_queries.upsert_contact(conn, record, now_ms())
         contact_queries.set_verified(conn, record.identity_key, "invite", now_ms())
+        contact_queries.set_contact_fields(conn, record.identity_key, fields, now_ms())
 
     def _identity_change_message(self, conflict: DeviceConflictError) -> str:
         return (
@@ -274,6 +278,8 @@ class Contacts:
         )
 
     def _announce_added(self, contact: JoinedContact) -> None:
+        for listener in self.on_contact_added:
+            listener(contact.identity_key)
         self.events.publish(
             events.ContactAdded(
                 at_ms=now_ms(),

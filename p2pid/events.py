@@ -7,7 +7,7 @@ import time
 
 import trio
 
-from p2pid.wire.events import AnyEvent
+from p2pid.wire.events import Event
 
 log = logging.getLogger(__name__)
 SUBSCRIBER_BUFFER = 1024
@@ -19,14 +19,14 @@ def now_ms() -> int:
 
 class EventBus:
     def __init__(self) -> None:
-        self._subscribers: set[trio.MemorySendChannel[AnyEvent]] = set()
+        self._subscribers: set[trio.MemorySendChannel[Event]] = set()
 
-    def subscribe(self) -> trio.MemoryReceiveChannel[AnyEvent]:
-        send, receive = trio.open_memory_channel[AnyEvent](SUBSCRIBER_BUFFER)
+    def subscribe(self) -> trio.MemoryReceiveChannel[Event]:
+        send, receive = trio.open_memory_channel[Event](SUBSCRIBER_BUFFER)
         self._subscribers.add(send)
         return receive
 
-    def publish(self, event: AnyEvent) -> None:
+    def publish(self, event: Event) -> None:
         for subscriber in list(self._subscribers):
             try:
                 subscriber.send_nowait(event)
@@ -36,7 +36,7 @@ class EventBus:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._drop(subscriber)
 
-    def _drop(self, subscriber: trio.MemorySendChannel[AnyEvent]) -> None:
+    def _drop(self, subscriber: trio.MemorySendChannel[Event]) -> None:
         self._subscribers.discard(subscriber)
         subscriber.close()
 

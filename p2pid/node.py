@@ -26,11 +26,13 @@ from p2pid.net.mdns import (
     resolve_interfaces,
 )
 from p2pid.net.mdns import PeerLost as MdnsPeerLost
+from p2pid.profile import Profile
 from p2pid.protocols import contact_join
 from p2pid.store import queries
 from p2pid.store.contacts import ContactRow, InviteRow
 from p2pid.store.queries import LocalIdentityRow
 from p2pid.store.trio_store import TrioStore
+from p2pid.verification import Verifications
 from p2pid.wire import events
 from p2pid.wire.api import (
     ConnectResult,
@@ -43,6 +45,9 @@ from p2pid.wire.api import (
     PingResult,
 )
 from p2pid.wire.contact_join import PROTOCOL_ID as CONTACT_JOIN_PROTOCOL
+from p2pid.wire.profile import PROTOCOL_ID as PROFILE_PROTOCOL
+from p2pid.wire.verification import PROTOCOL_ID as SAS_PROTOCOL
+from p2pid.wire.verification import VerificationView
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,9 @@ def split_peer_multiaddr(addr: str) -> tuple[str, str]:
 
 class Node:
     contacts: Contacts
+    verifications: Verifications
+    profile: Profile
+    _nursery: trio.Nursery
 
     def __init__(
         self,
@@ -146,12 +154,25 @@ class Node:
             trio.open_nursery() as nursery,
         ):
             node = cls(store=store, identity=identity, net=net, events=events, config=config)
+            node._nursery = nursery
             node.contacts = Contacts(
                 store=store, identity=identity, vault_key=vault_key, events=events
             )
             net.set_stream_handler(
                 CONTACT_JOIN_PROTOCOL,
                 lambda stream: contact_join.serve_join(stream, net, node.contacts),
+            )
+            node.verifications = Verifications(
+                store=store, net=net, keys=node.keys, publish=events.publish
+            )
+            await nursery.start(node.verifications.run)
+            net.set_stream_handler(SAS_PROTOCOL, node.verifications.serve)
+            node.profile = Profile(
+                store=store, net=net, identity_name=identity.name, publish=events.publish
+            )
+            net.set_stream_handler(PROFILE_PROTOCOL, node.profile.serve)
+            node.contacts.on_contact_added.append(
+                lambda _identity_key: nursery.start_soon(node.profile.propagate)
             )
             await node._load_known_addresses()
             nursery.start_soon(node._forward_connection_events)
@@ -205,9 +226,10 @@ class Node:
 
     async def _forward_connection_events(self) -> None:
         async for peer_id, connected in self.net.connection_events():
-            event: events.AnyEvent
+            event: events.Event
             if connected:
                 event = events.PeerConnected(at_ms=now_ms(), peer_id=peer_id)
+                self._nursery.start_soon(self.profile.push_pending, peer_id)
             else:
                 event = events.PeerDisconnected(at_ms=now_ms(), peer_id=peer_id)
             self.events.publish(event)
@@ -361,6 +383,15 @@ class Node:
             fields=await self.contacts.fields_of(row.identity_key),
             added_at_ms=row.added_at,
         )
+
+    async def start_verification(self, reference: str) -> VerificationView:
+        """Accept this contact's pending verification of us, or start one with them."""
+        contact = await self.contacts.find(reference)
+        identity_id = identity_id_from_public_key(contact.identity_key)
+        for pending in self.verifications.pending():
+            if pending.identity_id == identity_id and pending.incoming:
+                return await self.verifications.accept(pending.verification_id)
+        return await self.verifications.start(contact.identity_key)
 
 
 def fingerprint(identity_id: str) -> str:

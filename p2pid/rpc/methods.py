@@ -12,9 +12,11 @@ from p2pid import __version__
 from p2pid.contacts import DEFAULT_INVITE_TTL_SECONDS, ContactsError
 from p2pid.net import NetError, describe_error
 from p2pid.node import Node, NodeError
+from p2pid.profile import ProfileError
 from p2pid.protocols.contact_join import JoinError
 from p2pid.rpc.protocol import ErrorCode, RpcError
 from p2pid.rpc.server import Handler
+from p2pid.verification import VerificationError
 
 P = TypeVar("P")
 MAX_NICKNAME_LENGTH = 64
@@ -25,6 +27,8 @@ _NODE_ERROR_CODES = {
     "invalid": ErrorCode.INVALID_PARAMS,
     "not_found": ErrorCode.NOT_FOUND,
     "unreachable": ErrorCode.UNREACHABLE,
+    "refused": ErrorCode.REFUSED,
+    "timeout": ErrorCode.TIMEOUT,
 }
 
 
@@ -62,6 +66,34 @@ class ContactParams(msgspec.Struct, forbid_unknown_fields=True):
     contact: str
 
 
+class VerifyParams(msgspec.Struct, forbid_unknown_fields=True):
+    contact: str
+
+
+class VerificationParams(msgspec.Struct, forbid_unknown_fields=True):
+    verification_id: str
+
+
+class ConfirmParams(msgspec.Struct, forbid_unknown_fields=True):
+    verification_id: str
+    matches: bool
+
+
+class FieldParams(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class SetFieldParams(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    value: str
+    audience: str = "contacts"
+
+
+class ShareParams(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    contact: str
+
+
 class RenameParams(msgspec.Struct, forbid_unknown_fields=True):
     contact: str
     nickname: str | None
@@ -75,7 +107,7 @@ def parse_params(params: dict[str, Any], kind: type[P]) -> P:
 
 
 def as_rpc_error(error: Exception) -> RpcError:
-    if isinstance(error, NodeError | ContactsError):
+    if isinstance(error, NodeError | ContactsError | VerificationError | ProfileError):
         return RpcError(_NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error))
     if isinstance(error, JoinError):
         return RpcError(ErrorCode.REFUSED, f"join failed: {error}")
@@ -152,6 +184,43 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
     async def contact_unblock(params: dict[str, Any]) -> Any:
         return await node.block_contact(parse_params(params, ContactParams).contact, False)
 
+    async def verify_start(params: dict[str, Any]) -> Any:
+        return await node.start_verification(parse_params(params, VerifyParams).contact)
+
+    async def verifications(params: dict[str, Any]) -> Any:
+        parse_params(params, NoParams)
+        return node.verifications.pending()
+
+    async def verify_confirm(params: dict[str, Any]) -> Any:
+        request = parse_params(params, ConfirmParams)
+        return await node.verifications.confirm(request.verification_id, request.matches)
+
+    async def verify_cancel(params: dict[str, Any]) -> Any:
+        verification_id = parse_params(params, VerificationParams).verification_id
+        return await node.verifications.cancel(verification_id)
+
+    async def profile_show(params: dict[str, Any]) -> Any:
+        parse_params(params, NoParams)
+        return await node.profile.show()
+
+    async def profile_set(params: dict[str, Any]) -> Any:
+        request = parse_params(params, SetFieldParams)
+        return await node.profile.set(request.name, request.value, request.audience)
+
+    async def profile_remove(params: dict[str, Any]) -> Any:
+        await node.profile.remove(parse_params(params, FieldParams).name)
+        return {"removed": True}
+
+    async def profile_share(params: dict[str, Any]) -> Any:
+        request = parse_params(params, ShareParams)
+        contact = await node.contacts.find(request.contact)
+        return await node.profile.share(request.name, contact.identity_key)
+
+    async def profile_revoke(params: dict[str, Any]) -> Any:
+        request = parse_params(params, ShareParams)
+        contact = await node.contacts.find(request.contact)
+        return await node.profile.revoke(request.name, contact.identity_key)
+
     async def stop(params: dict[str, Any]) -> dict[str, bool]:
         parse_params(params, NoParams)
         request_stop()
@@ -174,6 +243,15 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         "contact.remove": contact_remove,
         "contact.block": contact_block,
         "contact.unblock": contact_unblock,
+        "verify.start": verify_start,
+        "verifications": verifications,
+        "verify.confirm": verify_confirm,
+        "verify.cancel": verify_cancel,
+        "profile.show": profile_show,
+        "profile.set": profile_set,
+        "profile.remove": profile_remove,
+        "profile.share": profile_share,
+        "profile.revoke": profile_revoke,
     }
     return {name: _translating_errors(handler) for name, handler in methods.items()}
 
@@ -182,7 +260,15 @@ def _translating_errors(handler: Handler) -> Handler:
     async def translated(params: dict[str, Any]) -> Any:
         try:
             return await handler(params)
-        except (NodeError, NetError, ContactsError, JoinError, trio.TooSlowError) as error:
+        except (
+            NodeError,
+            NetError,
+            ContactsError,
+            VerificationError,
+            ProfileError,
+            JoinError,
+            trio.TooSlowError,
+        ) as error:
             raise as_rpc_error(error) from error
 
     return translated
