@@ -108,6 +108,14 @@ def build_parser() -> Parser:
     )
 
     commands.add_parser("contacts", help="list contacts")
+    request = commands.add_parser("request", help="ask someone to become contacts (no invite)")
+    request.add_argument("peer", metavar="PEER", help="PeerId, unique prefix, or /p2p/ multiaddr")
+    request.add_argument("--note", default="", help="a short note (at most 280 characters)")
+    requests = commands.add_parser("requests", help="contact requests waiting for you")
+    requests.add_argument("--all", action="store_true", help="also accepted and declined ones")
+    answer_request = requests.add_mutually_exclusive_group()
+    answer_request.add_argument("--accept", type=int, metavar="ID", help="accept request ID")
+    answer_request.add_argument("--decline", type=int, metavar="ID", help="decline request ID")
     contact = commands.add_parser(
         "contact", help="show, rename, remove, block or unblock a contact"
     )
@@ -425,6 +433,31 @@ def cmd_profile(home: Home, args: argparse.Namespace, output: Output) -> int:
     return EXIT_OK
 
 
+def cmd_request(home: Home, args: argparse.Namespace, output: Output) -> int:
+    sent = call(home, "contact.request", peer=args.peer, note=args.note)
+    output.emit(
+        sent, lambda d: f"request sent to {d['peer_id']}; they will see it in `p2pid requests`"
+    )
+    return EXIT_OK
+
+
+def cmd_requests(home: Home, args: argparse.Namespace, output: Output) -> int:
+    if args.accept is not None:
+        answered = call(home, "request.accept", request_id=args.accept)
+        output.emit(
+            answered,
+            lambda r: (
+                f"{r['name']} is now a contact (unverified: `p2pid contact verify {r['name']}`)"
+            ),
+        )
+    elif args.decline is not None:
+        answered = call(home, "request.decline", request_id=args.decline)
+        output.emit(answered, lambda r: f"declined {r['name']}'s request")
+    else:
+        output.emit(call(home, "requests", state=None if args.all else "pending"), format_requests)
+    return EXIT_OK
+
+
 def cmd_demo(home: Home, args: argparse.Namespace, output: Output) -> int:
     from p2pid.demo import run_demo
 
@@ -448,6 +481,8 @@ COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
     "contact": cmd_contact,
     "verifications": cmd_verifications,
     "profile": cmd_profile,
+    "request": cmd_request,
+    "requests": cmd_requests,
 }
 
 
@@ -575,3 +610,11 @@ def format_profile(fields: list[dict[str, Any]]) -> str:
             audience += f" + shared with {len(field['granted_to'])}"
         lines.append(f"{field['name']:<12}  {field['value']}  ({audience})")
     return "\n".join(lines)
+
+
+def format_requests(requests: list[dict[str, Any]]) -> str:
+    if not requests:
+        return "no contact requests"
+    return "\n".join(
+        f"{r['request_id']:>4}  {r['name']:<20}  {r['state']:<9}  {r['note']}" for r in requests
+    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pid import __version__
+from p2pid.contact_requests import ContactRequests
 from p2pid.contacts import Contacts, ContactsError, parse_invite_code
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
 from p2pid.events import EventBus, now_ms
@@ -45,6 +46,7 @@ from p2pid.wire.api import (
     PingResult,
 )
 from p2pid.wire.contact_join import PROTOCOL_ID as CONTACT_JOIN_PROTOCOL
+from p2pid.wire.contact_request import PROTOCOL_ID as CONTACT_REQUEST_PROTOCOL
 from p2pid.wire.profile import PROTOCOL_ID as PROFILE_PROTOCOL
 from p2pid.wire.verification import PROTOCOL_ID as SAS_PROTOCOL
 from p2pid.wire.verification import VerificationView
@@ -112,6 +114,7 @@ class Node:
     contacts: Contacts
     verifications: Verifications
     profile: Profile
+    requests: ContactRequests
     _nursery: trio.Nursery
 
     def __init__(
@@ -171,6 +174,14 @@ class Node:
                 store=store, net=net, identity_name=identity.name, publish=events.publish
             )
             net.set_stream_handler(PROFILE_PROTOCOL, node.profile.serve)
+            node.requests = ContactRequests(
+                store=store,
+                net=net,
+                contacts=node.contacts,
+                publish=events.publish,
+                addrs=node.reachable_addrs,
+            )
+            net.set_stream_handler(CONTACT_REQUEST_PROTOCOL, node.requests.serve)
             node.contacts.on_contact_added.append(
                 lambda _identity_key: nursery.start_soon(node.profile.propagate)
             )

@@ -29,6 +29,7 @@ _NODE_ERROR_CODES = {
     "unreachable": ErrorCode.UNREACHABLE,
     "refused": ErrorCode.REFUSED,
     "timeout": ErrorCode.TIMEOUT,
+    "conflict": ErrorCode.CONFLICT,
 }
 
 
@@ -92,6 +93,19 @@ class SetFieldParams(msgspec.Struct, forbid_unknown_fields=True):
 class ShareParams(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     contact: str
+
+
+class RequestParams(msgspec.Struct, forbid_unknown_fields=True):
+    peer: str
+    note: str = ""
+
+
+class RequestsParams(msgspec.Struct, forbid_unknown_fields=True):
+    state: str | None = "pending"
+
+
+class RequestIdParams(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: int
 
 
 class RenameParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -221,6 +235,20 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         contact = await node.contacts.find(request.contact)
         return await node.profile.revoke(request.name, contact.identity_key)
 
+    async def contact_request(params: dict[str, Any]) -> Any:
+        request = parse_params(params, RequestParams)
+        peer_id = await node.resolve_peer(request.peer)
+        return {"request_id": await node.requests.send(peer_id, request.note), "peer_id": peer_id}
+
+    async def requests(params: dict[str, Any]) -> Any:
+        return await node.requests.list(parse_params(params, RequestsParams).state)
+
+    async def request_accept(params: dict[str, Any]) -> Any:
+        return await node.requests.accept(parse_params(params, RequestIdParams).request_id)
+
+    async def request_decline(params: dict[str, Any]) -> Any:
+        return await node.requests.decline(parse_params(params, RequestIdParams).request_id)
+
     async def stop(params: dict[str, Any]) -> dict[str, bool]:
         parse_params(params, NoParams)
         request_stop()
@@ -252,6 +280,10 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         "profile.remove": profile_remove,
         "profile.share": profile_share,
         "profile.revoke": profile_revoke,
+        "contact.request": contact_request,
+        "requests": requests,
+        "request.accept": request_accept,
+        "request.decline": request_decline,
     }
     return {name: _translating_errors(handler) for name, handler in methods.items()}
 
