@@ -19,7 +19,7 @@ from p2pid.contact_requests import ContactRequests
 from p2pid.contacts import Contacts, ContactsError, parse_invite_code
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
 from p2pid.events import EventBus, now_ms
-from p2pid.net.host import NetHost
+from p2pid.net.host import NetHost, StreamHandler
 from p2pid.net.mdns import (
     DiscoveredPeer,
     MdnsDiscovery,
@@ -111,20 +111,16 @@ def split_peer_multiaddr(addr: str) -> tuple[str, str]:
 
 
 class Node:
-    contacts: Contacts
-    verifications: Verifications
-    profile: Profile
-    requests: ContactRequests
-    _nursery: trio.Nursery
-
     def __init__(
         self,
         *,
         store: TrioStore,
         identity: LocalIdentityRow,
+        vault_key: bytes,
         net: NetHost,
         events: EventBus,
         config: NodeConfig,
+        nursery: trio.Nursery,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -133,8 +129,39 @@ class Node:
         self.events = events
         self.config = config
         self.started_at_ms = now_ms()
+        self._nursery = nursery
         self._discovered: dict[str, _Discovered] = {}
         self._interface_ips = interface_ipv4_addresses(config.mdns_interfaces)
+        self.contacts = Contacts(store=store, identity=identity, vault_key=vault_key, events=events)
+        self.verifications = Verifications(
+            store=store, net=net, keys=self.keys, publish=events.publish
+        )
+        self.profile = Profile(
+            store=store, net=net, identity_name=identity.name, publish=events.publish
+        )
+        self.requests = ContactRequests(
+            store=store,
+            net=net,
+            contacts=self.contacts,
+            publish=events.publish,
+            addrs=self.reachable_addrs,
+        )
+        # A new contact gets the fields it may see now, pushed as a snapshot.
+        self.contacts.on_contact_added.append(
+            lambda _identity_key: nursery.start_soon(self.profile.propagate)
+        )
+
+    def _serve_protocols(self) -> None:
+        handlers: dict[str, StreamHandler] = {
+            CONTACT_JOIN_PROTOCOL: lambda stream: contact_join.serve_join(
+                stream, self.net, self.contacts
+            ),
+            CONTACT_REQUEST_PROTOCOL: self.requests.serve,
+            SAS_PROTOCOL: self.verifications.serve,
+            PROFILE_PROTOCOL: self.profile.serve,
+        }
+        for protocol_id, handler in handlers.items():
+            self.net.set_stream_handler(protocol_id, handler)
 
     def _mdns_discovery(self) -> MdnsDiscovery:
         return MdnsDiscovery(
@@ -156,35 +183,17 @@ class Node:
             NetHost.open(identity.device_seed, config.listen_addrs) as net,
             trio.open_nursery() as nursery,
         ):
-            node = cls(store=store, identity=identity, net=net, events=events, config=config)
-            node._nursery = nursery
-            node.contacts = Contacts(
-                store=store, identity=identity, vault_key=vault_key, events=events
-            )
-            net.set_stream_handler(
-                CONTACT_JOIN_PROTOCOL,
-                lambda stream: contact_join.serve_join(stream, net, node.contacts),
-            )
-            node.verifications = Verifications(
-                store=store, net=net, keys=node.keys, publish=events.publish
+            node = cls(
+                store=store,
+                identity=identity,
+                vault_key=vault_key,
+                net=net,
+                events=events,
+                config=config,
+                nursery=nursery,
             )
             await nursery.start(node.verifications.run)
-            net.set_stream_handler(SAS_PROTOCOL, node.verifications.serve)
-            node.profile = Profile(
-                store=store, net=net, identity_name=identity.name, publish=events.publish
-            )
-            net.set_stream_handler(PROFILE_PROTOCOL, node.profile.serve)
-            node.requests = ContactRequests(
-                store=store,
-                net=net,
-                contacts=node.contacts,
-                publish=events.publish,
-                addrs=node.reachable_addrs,
-            )
-            net.set_stream_handler(CONTACT_REQUEST_PROTOCOL, node.requests.serve)
-            node.contacts.on_contact_added.append(
-                lambda _identity_key: nursery.start_soon(node.profile.propagate)
-            )
+            node._serve_protocols()
             await node._load_known_addresses()
             nursery.start_soon(node._forward_connection_events)
             if config.mdns_enabled:
