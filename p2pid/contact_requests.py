@@ -43,7 +43,7 @@ from p2pid.events import now_ms
 from p2pid.net import NetError, describe_error
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols import contact_request
-from p2pid.protocols.contact_join import JoinedContact
+from p2pid.protocols.cards import JoinedContact
 from p2pid.protocols.contact_request import (
     Acceptor,
     Requester,

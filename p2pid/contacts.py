@@ -17,7 +17,8 @@ from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, pee
 from p2pid.crypto.invites import InviteError, new_invite, verify_invite
 from p2pid.crypto.olm import OlmAccount
 from p2pid.events import EventBus, now_ms
-from p2pid.protocols.contact_join import JoinedContact, JoinError, PriorWelcome
+from p2pid.protocols.cards import JoinedContact
+from p2pid.protocols.contact_join import JoinError, PriorWelcome
 from p2pid.store import contacts as contact_queries
 from p2pid.store import queries
 from p2pid.store.contacts import (

@@ -23,7 +23,7 @@ from p2pid.events import now_ms
 from p2pid.home import Home
 from p2pid.net.host import NetHost, StreamError
 from p2pid.profile import Profile, ProfileError, PushReport
-from p2pid.protocols.contact_join import JoinedContact
+from p2pid.protocols.cards import JoinedContact
 from p2pid.protocols.framed import FramedStream
 from p2pid.protocols.profile import (
     ProfileProtocolError,

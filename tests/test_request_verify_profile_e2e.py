@@ -23,6 +23,27 @@ def wait_for_event(client: BlockingClient, kind: str) -> dict[str, Any]:
     raise AssertionError(f"no {kind} within {EVENT_TIMEOUT} s")
 
 
+def verify_in_background(home: Path, contact: str) -> subprocess.Popen[str]:
+    """`contact verify CONTACT --yes` as a process: it blocks until the other side answers."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "p2pid",
+            "--home",
+            str(home),
+            "--json",
+            "contact",
+            "verify",
+            contact,
+            "--yes",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def subscribed(home: Path) -> BlockingClient:
     client = BlockingClient(home / "daemon.sock", timeout=EVENT_TIMEOUT)
     client.call("subscribe")
@@ -51,23 +72,7 @@ def test_request_then_sas_then_profile_fields(tmp_path: Path) -> None:
 
         # SAS: Alice starts and waits; Bob answers the request she sent; both say the codes match.
         with subscribed(bob_home) as bob_events:
-            alice_side = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "p2pid",
-                    "--home",
-                    str(alice_home),
-                    "--json",
-                    "contact",
-                    "verify",
-                    "Bob",
-                    "--yes",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
+            alice_side = verify_in_background(alice_home, "Bob")
             wait_for_event(bob_events, "verification.requested")
         bob_side = p2pid_json(bob_home, "contact", "verify", "Alice", "--yes")
         alice_out, _ = alice_side.communicate(timeout=EVENT_TIMEOUT)
@@ -108,23 +113,7 @@ def test_mismatch_verifies_nobody_and_bad_profile_input_is_refused(tmp_path: Pat
     with running_daemon(alice_home, "Alice"), running_daemon(bob_home, "Bob"):
         p2pid_json(bob_home, "join", p2pid_json(alice_home, "invite")["code"])
         with subscribed(bob_home) as bob_events:
-            alice_side = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "p2pid",
-                    "--home",
-                    str(alice_home),
-                    "--json",
-                    "contact",
-                    "verify",
-                    "Bob",
-                    "--yes",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
+            alice_side = verify_in_background(alice_home, "Bob")
             wait_for_event(bob_events, "verification.requested")
         bob_side = p2pid(bob_home, "--json", "contact", "verify", "Alice", "--no", check=False)
         alice_out, _ = alice_side.communicate(timeout=EVENT_TIMEOUT)

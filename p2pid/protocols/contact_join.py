@@ -25,10 +25,10 @@ from typing import Protocol
 import msgspec
 import trio
 
-from p2pid.crypto.device_list import DeviceListError, VerifiedDeviceList, verify_device_list
 from p2pid.crypto.identity import peer_id_from_public_key
 from p2pid.crypto.join_proof import ProofRole, join_proof, proofs_equal
 from p2pid.net.host import NetHost, Stream, remote_peer_id
+from p2pid.protocols.cards import CardError, JoinedContact, verify_card
 from p2pid.protocols.framed import FramedStream
 from p2pid.wire.contact_join import (
     MAX_FRAME_BYTES,
@@ -75,20 +75,6 @@ _REFUSAL_TEXT = {
 }
 
 
-@dataclass(frozen=True)
-class JoinedContact:
-    """A person both sides now hold as a verified contact."""
-
-    identity_key: bytes
-    peer_id: str
-    card: ContactCard
-    devices: VerifiedDeviceList
-
-    @property
-    def display_name(self) -> str:
-        return self.card.display_name
-
-
 def _decode(frame: bytes) -> JoinMessage:
     try:
         return decode_message(frame)
@@ -98,12 +84,9 @@ def _decode(frame: bytes) -> JoinMessage:
 
 def _verified_card(card: ContactCard, identity_key: bytes, peer_id: str) -> JoinedContact:
     try:
-        devices = verify_device_list(card.device_list, identity_key)
-    except DeviceListError as error:
+        return verify_card(card, identity_key, peer_id)
+    except CardError as error:
         raise JoinProtocolError(str(error)) from None
-    if devices.device_for_peer(peer_id) is None:
-        raise JoinProtocolError("the card's device list does not include the device speaking")
-    return JoinedContact(identity_key=identity_key, peer_id=peer_id, card=card, devices=devices)
 
 
 class Joiner:

@@ -45,9 +45,8 @@ from typing import Protocol
 import msgspec
 import trio
 
-from p2pid.crypto.device_list import DeviceListError, verify_device_list
 from p2pid.net.host import NetHost, Stream, StreamError, remote_peer_id
-from p2pid.protocols.contact_join import JoinedContact
+from p2pid.protocols.cards import CardError, JoinedContact, verify_card
 from p2pid.protocols.framed import FramedStream
 from p2pid.wire.contact_request import (
     MAX_FRAME_BYTES,
@@ -204,14 +203,10 @@ def verified_card(card: ContactCard, identity_key: bytes, peer_id: str) -> Joine
     """The card as a contact, if its device list is signed by `identity_key` and lists
     `peer_id` (the device at the other end of the stream); None otherwise."""
     try:
-        devices = verify_device_list(card.device_list, identity_key)
-    except DeviceListError as error:
+        return verify_card(card, identity_key, peer_id)
+    except CardError as error:
         log.info("refused a contact card: %s", error)
         return None
-    if devices.device_for_peer(peer_id) is None:
-        log.info("refused a contact card: its device list lacks the device speaking")
-        return None
-    return JoinedContact(identity_key=identity_key, peer_id=peer_id, card=card, devices=devices)
 
 
 def check_request(request: ContactRequest, frame: bytes, sender_peer_id: str) -> VerifiedRequest:
