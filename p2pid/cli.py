@@ -341,15 +341,15 @@ def cmd_invite(home: Home, args: argparse.Namespace, output: Output) -> int:
 
 
 def terminal_qr(code: str, render: Callable[[str], str], plain: Callable[[str], str]) -> str:
-    rendered = render(code)
-    columns, rows = plain(code).index("\n"), plain(code).count("\n") + 1
+    plain_lines = plain(code).split("\n")
+    columns, rows = len(plain_lines[0]), len(plain_lines)
     size = shutil.get_terminal_size(fallback=(200, 100))
     if size.columns < columns or (sys.stdout.isatty() and size.lines < rows):
         return (
             f"(the QR needs {columns}x{rows} characters; this terminal is "
             f"{size.columns}x{size.lines}: enlarge it, use --png, or share the code below)"
         )
-    return rendered
+    return render(code)
 
 
 def cmd_invites(home: Home, args: argparse.Namespace, output: Output) -> int:

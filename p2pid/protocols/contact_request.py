@@ -199,6 +199,24 @@ def _decode(frame: bytes) -> RequestMessage:
         raise RequestProtocolError(f"malformed contact-request message: {error}") from None
 
 
+def _expect_acknowledgement(
+    frame: bytes,
+    kind: type[RequestReceived] | type[AcceptanceStored],
+    message_id: bytes,
+    mismatch: str,
+) -> None:
+    """The other side's answer must acknowledge `message_id` with `kind`, or refuse it."""
+    reply = _decode(frame)
+    if isinstance(reply, RequestRefused):
+        raise RequestRefusedError(reply.reason)
+    if not isinstance(reply, kind):
+        raise RequestProtocolError(
+            f"expected {kind.__struct_config__.tag}, got {type(reply).__name__}"
+        )
+    if reply.message_id != message_id:
+        raise RequestProtocolError(mismatch)
+
+
 def verified_card(card: ContactCard, identity_key: bytes, peer_id: str) -> JoinedContact | None:
     """The card as a contact, if its device list is signed by `identity_key` and lists
     `peer_id` (the device at the other end of the stream); None otherwise."""
@@ -276,13 +294,9 @@ class Requester:
         if self._state != "sent":
             raise RequestProtocolError("no reply expected now")
         self._state = "failed"
-        reply = _decode(frame)
-        if isinstance(reply, RequestRefused):
-            raise RequestRefusedError(reply.reason)
-        if not isinstance(reply, RequestReceived):
-            raise RequestProtocolError(f"expected received, got {type(reply).__name__}")
-        if reply.message_id != self.request_id:
-            raise RequestProtocolError("the recipient acknowledged another request")
+        _expect_acknowledgement(
+            frame, RequestReceived, self.request_id, "the recipient acknowledged another request"
+        )
         self._state = "received"
 
 
@@ -384,13 +398,9 @@ class Acceptor:
         if self._state != "sent":
             raise RequestProtocolError("no reply expected now")
         self._state = "failed"
-        reply = _decode(frame)
-        if isinstance(reply, RequestRefused):
-            raise RequestRefusedError(reply.reason)
-        if not isinstance(reply, AcceptanceStored):
-            raise RequestProtocolError(f"expected stored, got {type(reply).__name__}")
-        if reply.message_id != self.message_id:
-            raise RequestProtocolError("the requester acknowledged another message")
+        _expect_acknowledgement(
+            frame, AcceptanceStored, self.message_id, "the requester acknowledged another message"
+        )
         self._state = "stored"
 
 
