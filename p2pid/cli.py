@@ -88,7 +88,23 @@ def build_parser() -> Parser:
     connect.add_argument(
         "addr", metavar="MADDR", help="e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo..."
     )
-    commands.add_parser("watch", help="print the daemon's events as they happen")
+    commands.add_parser(
+        "watch", help="show incoming messages, receipts and other events as they happen"
+    )
+    send = commands.add_parser("send", help="send a message to a contact")
+    send.add_argument("contact", metavar="CONTACT", help="name, nickname or identity id")
+    send.add_argument("text", metavar="TEXT", help="the message ('-' reads it from stdin)")
+    messages = commands.add_parser(
+        "messages", help="a conversation's latest messages (marks them read), or search them"
+    )
+    messages.add_argument(
+        "contact", nargs="?", metavar="CONTACT", help="the conversation (all, with --search)"
+    )
+    messages.add_argument("--limit", type=int, default=20, help="how many (20; at most 500)")
+    messages.add_argument("--search", metavar="Q", help='full-text search (words, "phrase", pre*)')
+    messages.add_argument("--before", metavar="CURSOR", help="the page before this cursor")
+    messages.add_argument("--no-read", action="store_true", help="do not mark them read")
+    commands.add_parser("chats", help="conversations, most recent first, with unread counts")
 
     invite = commands.add_parser("invite", help="show a QR invite that adds you as a contact")
     invite.add_argument("--uses", type=int, default=1, help="how many people may use it (1)")
@@ -313,7 +329,44 @@ def cmd_connect(home: Home, args: argparse.Namespace, output: Output) -> int:
 def cmd_watch(home: Home, args: argparse.Namespace, output: Output) -> int:
     with BlockingClient(home.socket, timeout=None) as client:
         for event in client.events():
-            print(json.dumps(event), flush=True)
+            print(json.dumps(event) if output.as_json else format_event(event), flush=True)
+    return EXIT_OK
+
+
+def cmd_send(home: Home, args: argparse.Namespace, output: Output) -> int:
+    text = sys.stdin.read().rstrip("\n") if args.text == "-" else args.text
+    if not text.strip():
+        raise UsageError("p2pid send: the message is empty")
+    sent = call(home, "send", contact=args.contact, text=text)
+    output.emit(sent, lambda m: f"sent ({m['state']}) {m['message_id']}")
+    return EXIT_OK
+
+
+def cmd_messages(home: Home, args: argparse.Namespace, output: Output) -> int:
+    if not 1 <= args.limit <= 500:
+        raise UsageError("p2pid messages: --limit must be between 1 and 500")
+    if args.search is not None:
+        found = call(
+            home, "messages.search", query=args.search, contact=args.contact, limit=args.limit
+        )
+        output.emit(found, format_search_results)
+        return EXIT_OK
+    if args.contact is None:
+        raise UsageError("p2pid messages: name the CONTACT (or --search across all)")
+    page = call(
+        home,
+        "messages",
+        contact=args.contact,
+        limit=args.limit,
+        before=args.before,
+        mark_read=not args.no_read,
+    )
+    output.emit(page, format_page)
+    return EXIT_OK
+
+
+def cmd_chats(home: Home, args: argparse.Namespace, output: Output) -> int:
+    output.emit(call(home, "conversations"), format_conversations)
     return EXIT_OK
 
 
@@ -473,6 +526,9 @@ COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
     "ping": cmd_ping,
     "connect": cmd_connect,
     "watch": cmd_watch,
+    "send": cmd_send,
+    "messages": cmd_messages,
+    "chats": cmd_chats,
     "demo": cmd_demo,
     "invite": cmd_invite,
     "invites": cmd_invites,
@@ -610,6 +666,62 @@ def format_profile(fields: list[dict[str, Any]]) -> str:
             audience += f" + shared with {len(field['granted_to'])}"
         lines.append(f"{field['name']:<12}  {field['value']}  ({audience})")
     return "\n".join(lines)
+
+
+STATE_MARKS = {"pending": "·", "delivered": "✓", "read": "✓✓", "unread": "•"}
+
+
+def format_clock(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+
+
+def format_message(message: dict[str, Any], name: str) -> str:
+    author = "me" if message["outgoing"] else name
+    mark = STATE_MARKS.get(message["state"], message["state"])
+    return f"{format_clock(message['sent_at_ms'])}  {mark:<2} {author}: {message['text']}"
+
+
+def format_page(page: dict[str, Any]) -> str:
+    if not page["messages"]:
+        return f"no messages with {page['name']} yet (p2pid send {page['name']!r} TEXT)"
+    lines = [format_message(message, page["name"]) for message in page["messages"]]
+    if page["before"]:
+        lines.insert(0, f"(older: p2pid messages {page['name']!r} --before {page['before']})")
+    return "\n".join(lines)
+
+
+def format_search_results(found: list[dict[str, Any]]) -> str:
+    if not found:
+        return "nothing found"
+    return "\n".join(
+        f"{m['conversation_id'][:12]}  {format_message(m, m['sender_id'][:12])}" for m in found
+    )
+
+
+def format_conversations(conversations: list[dict[str, Any]]) -> str:
+    if not conversations:
+        return "no conversations yet (p2pid send CONTACT TEXT)"
+    lines = []
+    for chat in conversations:
+        last = chat["last_message"]
+        preview = (("me: " if last["outgoing"] else "") + last["text"])[:60] if last else ""
+        unread = f"({chat['unread']} unread)" if chat["unread"] else ""
+        lines.append(f"{chat['name']:<20} {unread:<12} {preview}")
+    return "\n".join(lines)
+
+
+def format_event(event: dict[str, Any]) -> str:
+    kind = event.get("type", "?")
+    clock = time.strftime("%H:%M:%S", time.localtime(event.get("at_ms", 0) / 1000))
+    if kind == "message.received":
+        message = event["message"]
+        return f"{clock}  {event['name']}: {message['text']}"
+    if kind == "message.state":
+        ids = ", ".join(message_id[:8] for message_id in event["message_ids"][:5])
+        more = f" and {len(event['message_ids']) - 5} more" if len(event["message_ids"]) > 5 else ""
+        return f"{clock}  {event['state']}: {ids}{more}"
+    details = {k: v for k, v in event.items() if k not in ("type", "at_ms")}
+    return f"{clock}  {kind}  {json.dumps(details, ensure_ascii=False)}"
 
 
 def format_requests(requests: list[dict[str, Any]]) -> str:

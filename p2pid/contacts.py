@@ -136,6 +136,25 @@ def contact_record(contact: JoinedContact) -> ContactRecord:
     )
 
 
+def publish_one_time_keys(
+    conn: Connection, vault_key: bytes, device_key: bytes, count: int
+) -> DevicePrekeys:
+    """Fresh one-time keys of this device, marked published in the stored account. The account
+    lives in the store only: whoever changes it (cards, inbound sessions) loads, changes and saves
+    it inside one write, so no stale copy can bring a used one-time key back."""
+    identity = queries.load_local_identity(conn)
+    if identity is None:
+        raise ContactsError("invalid", "the store holds no local identity")
+    account = OlmAccount.from_pickle(identity.olm_account, vault_key)
+    published = account.publish_prekeys(count)
+    queries.update_olm_account(conn, account.pickle())
+    return DevicePrekeys(
+        device_key=device_key,
+        one_time_keys=published.one_time_keys,
+        fallback_key=published.fallback_key,
+    )
+
+
 class Contacts:
     def __init__(
         self,
@@ -149,7 +168,8 @@ class Contacts:
         self.identity = identity
         self.keys = IdentityKeys(identity.identity_seed, identity.device_seed)
         self.events = events
-        self._olm = OlmAccount.from_pickle(identity.olm_account, vault_key)
+        self._vault_key = vault_key
+        self._olm = OlmAccount.from_pickle(identity.olm_account, vault_key)  # its public keys
         self.on_contact_added: list[Callable[[bytes], None]] = []
         self._device_list = self._sign_own_device_list()
 
@@ -169,13 +189,10 @@ class Contacts:
         )
 
     async def _publish_one_time_keys(self) -> DevicePrekeys:
-        published = self._olm.publish_prekeys(ONE_TIME_KEYS_PER_CARD)
-        pickle = self._olm.pickle()
-        await self.store.write(lambda conn: queries.update_olm_account(conn, pickle))
-        return DevicePrekeys(
-            device_key=self.keys.device_public_key,
-            one_time_keys=published.one_time_keys,
-            fallback_key=published.fallback_key,
+        return await self.store.write(
+            lambda conn: publish_one_time_keys(
+                conn, self._vault_key, self.keys.device_public_key, ONE_TIME_KEYS_PER_CARD
+            )
         )
 
     async def own_card(self, recipient_identity_key: bytes) -> ContactCard:

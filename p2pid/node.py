@@ -19,6 +19,8 @@ from p2pid.contact_requests import ContactRequests
 from p2pid.contacts import Contacts, ContactsError, parse_invite_code
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
 from p2pid.events import EventBus, now_ms
+from p2pid.messaging import Messaging
+from p2pid.net import NetError
 from p2pid.net.host import NetHost, StreamHandler
 from p2pid.net.mdns import (
     DiscoveredPeer,
@@ -29,6 +31,8 @@ from p2pid.net.mdns import (
 from p2pid.net.mdns import PeerLost as MdnsPeerLost
 from p2pid.profile import Profile
 from p2pid.protocols import contact_join
+from p2pid.store import contacts as contact_queries
+from p2pid.store import messages as message_queries
 from p2pid.store import queries
 from p2pid.store.contacts import ContactRow, InviteRow
 from p2pid.store.queries import LocalIdentityRow
@@ -47,6 +51,8 @@ from p2pid.wire.api import (
 )
 from p2pid.wire.contact_join import PROTOCOL_ID as CONTACT_JOIN_PROTOCOL
 from p2pid.wire.contact_request import PROTOCOL_ID as CONTACT_REQUEST_PROTOCOL
+from p2pid.wire.messages import PROTOCOL_ID as MESSAGE_PROTOCOL
+from p2pid.wire.messages import ConversationSummary, MessagePage, MessageView, MessagingStats
 from p2pid.wire.profile import PROTOCOL_ID as PROFILE_PROTOCOL
 from p2pid.wire.verification import PROTOCOL_ID as SAS_PROTOCOL
 from p2pid.wire.verification import VerificationView
@@ -146,6 +152,9 @@ class Node:
             publish=events.publish,
             addrs=self.reachable_addrs,
         )
+        self.messaging = Messaging(
+            store=store, net=net, keys=self.keys, vault_key=vault_key, publish=events.publish
+        )
         # A new contact gets the fields it may see now, pushed as a snapshot.
         self.contacts.on_contact_added.append(
             lambda _identity_key: nursery.start_soon(self.profile.propagate)
@@ -159,6 +168,7 @@ class Node:
             CONTACT_REQUEST_PROTOCOL: self.requests.serve,
             SAS_PROTOCOL: self.verifications.serve,
             PROFILE_PROTOCOL: self.profile.serve,
+            MESSAGE_PROTOCOL: self.messaging.serve,
         }
         for protocol_id, handler in handlers.items():
             self.net.set_stream_handler(protocol_id, handler)
@@ -193,6 +203,7 @@ class Node:
                 nursery=nursery,
             )
             await nursery.start(node.verifications.run)
+            await nursery.start(node.messaging.run)
             node._serve_protocols()
             await node._load_known_addresses()
             nursery.start_soon(node._forward_connection_events)
@@ -226,6 +237,7 @@ class Node:
     async def _on_discovered(self, peer: DiscoveredPeer) -> None:
         self._discovered[peer.peer_id] = _Discovered(peer.addrs, dict(peer.fields))
         self.net.add_addrs(peer.peer_id, peer.addrs)
+        self.messaging.kick(peer.peer_id)
         await self.store.write(
             lambda connection: queries.upsert_peer_seen(
                 connection, peer.peer_id, peer.addrs, "mdns", peer.fields, now_ms()
@@ -250,9 +262,30 @@ class Node:
             if connected:
                 event = events.PeerConnected(at_ms=now_ms(), peer_id=peer_id)
                 self._nursery.start_soon(self.profile.push_pending, peer_id)
+                self.messaging.kick(peer_id)
+                self._nursery.start_soon(self._remember_contact_addrs, peer_id)
             else:
                 event = events.PeerDisconnected(at_ms=now_ms(), peer_id=peer_id)
             self.events.publish(event)
+
+    async def _remember_contact_addrs(self, peer_id: str) -> None:
+        """Keep where a contact's device listens, so its outbox can reach it after a restart."""
+        if (
+            await self.store.read(lambda conn: contact_queries.contact_for_peer(conn, peer_id))
+            is None
+        ):
+            return
+        try:
+            info = await self.net.identify(peer_id)
+        except NetError:
+            return
+        addrs = [addr for addr in info.listen_addrs if not addr.startswith(UNSPECIFIED_IP4)]
+        if addrs:
+            await self.store.write(
+                lambda conn: queries.upsert_peer_seen(
+                    conn, peer_id, addrs, "identify", {}, now_ms()
+                )
+            )
 
     # -- the public API ----------------------------------------------------------------------
 
@@ -376,7 +409,11 @@ class Node:
         return await self.contact(identity_id_from_public_key(row.identity_key))
 
     async def remove_contact(self, reference: str) -> None:
-        await self.contacts.remove((await self.contacts.find(reference)).identity_key)
+        identity_key = (await self.contacts.find(reference)).identity_key
+        await self.contacts.remove(identity_key)
+        await self.store.write(
+            lambda conn: message_queries.drop_outbox_for_identity(conn, identity_key)
+        )
 
     async def block_contact(self, reference: str, blocked: bool) -> ContactSummary:
         row = await self.contacts.find(reference)
@@ -412,6 +449,36 @@ class Node:
             if pending.identity_id == identity_id and pending.incoming:
                 return await self.verifications.accept(pending.verification_id)
         return await self.verifications.start(contact.identity_key)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    async def send(self, reference: str, text: str) -> MessageView:
+        return await self.messaging.send_text(await self.contacts.find(reference), text)
+
+    async def messages(
+        self, reference: str, limit: int, before: str | None, mark_read: bool
+    ) -> MessagePage:
+        contact = await self.contacts.find(reference)
+        page = await self.messaging.page(contact.identity_key, contact.name, limit, before)
+        if mark_read and page.unread:
+            await self.messaging.mark_read(contact)
+        return page
+
+    async def search_messages(
+        self, query: str, reference: str | None, limit: int
+    ) -> list[MessageView]:
+        identity_key = (await self.contacts.find(reference)).identity_key if reference else None
+        return await self.messaging.search(query, identity_key, limit)
+
+    async def conversations(self) -> list[ConversationSummary]:
+        names = {row.identity_key: row.name for row in await self.contacts.list_contacts()}
+        return await self.messaging.conversations(names)
+
+    async def mark_read(self, reference: str) -> int:
+        return await self.messaging.mark_read(await self.contacts.find(reference))
+
+    async def message_stats(self) -> MessagingStats:
+        return await self.messaging.stats()
 
 
 def fingerprint(identity_id: str) -> str:

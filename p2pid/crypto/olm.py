@@ -51,3 +51,96 @@ class OlmAccount:
         fallback = [key.to_base64() for key in self._with_fallback.fallback_key.values()]
         self._account.mark_keys_as_published()
         return PublishedPrekeys(one_time_keys, fallback[0] if fallback else None)
+
+    def open_outbound(self, peer_curve25519: str, peer_prekey: str) -> OlmSession:
+        """A session with a device, from its identity key and a one-time or fallback key."""
+        try:
+            session = self._account.create_outbound_session(
+                vodozemac.Curve25519PublicKey.from_base64(peer_curve25519),
+                vodozemac.Curve25519PublicKey.from_base64(peer_prekey),
+            )
+        except (vodozemac.KeyException, ValueError) as error:
+            raise OlmError(f"cannot open a session: {error}") from None
+        return OlmSession(session, self._vault_key)
+
+    def open_inbound(
+        self, peer_curve25519: str, ciphertext: OlmCiphertext
+    ) -> tuple[OlmSession, bytes]:
+        """The session a device opened with this pre-key message, and its plaintext. Consumes the
+        one-time key it used: the caller saves the account's pickle with the session's."""
+        if ciphertext.olm_type != 0:
+            raise OlmError("only a pre-key message opens a session")
+        try:
+            message = _pre_key_message(ciphertext.body)
+            session, plaintext = self._account.create_inbound_session(
+                vodozemac.Curve25519PublicKey.from_base64(peer_curve25519), message
+            )
+        except (
+            vodozemac.DecodeException,
+            vodozemac.KeyException,
+            vodozemac.SessionCreationException,
+            vodozemac.OlmDecryptionException,
+            ValueError,
+        ) as error:
+            raise OlmError(f"cannot open the session: {error}") from None
+        return OlmSession(session, self._vault_key), plaintext
+
+
+class OlmError(Exception):
+    """A session cannot be created or a message cannot be decrypted; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class OlmCiphertext:
+    olm_type: int  # 0: a pre-key message (opens a session), 1: a normal message
+    body: bytes
+
+
+class OlmSession:
+    """One Olm session with one device; the caller saves `pickle()` after every encrypt/decrypt."""
+
+    def __init__(self, session: vodozemac.Session, vault_key: bytes) -> None:
+        self._session = session
+        self._vault_key = vault_key
+
+    @classmethod
+    def from_pickle(cls, pickle: str, vault_key: bytes) -> OlmSession:
+        try:
+            return cls(vodozemac.Session.from_pickle(pickle, vault_key), vault_key)
+        except vodozemac.PickleException as error:
+            raise OlmError(f"unreadable Olm session: {error}") from None
+
+    @property
+    def session_id(self) -> str:
+        return self._session.session_id
+
+    def pickle(self) -> str:
+        return self._session.pickle(self._vault_key)
+
+    def encrypt(self, plaintext: bytes) -> OlmCiphertext:
+        olm_type, body = self._session.encrypt(plaintext).to_parts()
+        return OlmCiphertext(olm_type, body)
+
+    def decrypt(self, ciphertext: OlmCiphertext) -> bytes:
+        try:
+            message = vodozemac.AnyOlmMessage.from_parts(ciphertext.olm_type, ciphertext.body)
+            return self._session.decrypt(message)
+        except (vodozemac.OlmDecryptionException, vodozemac.DecodeException) as error:
+            raise OlmError(f"cannot decrypt: {error}") from None
+
+    def matches(self, ciphertext: OlmCiphertext) -> bool:
+        """Whether a pre-key message belongs to this session (it is not a new session)."""
+        if ciphertext.olm_type != 0:
+            return False
+        try:
+            message = _pre_key_message(ciphertext.body)
+        except vodozemac.DecodeException:
+            return False
+        return bool(self._session.session_matches(message))
+
+
+def _pre_key_message(body: bytes) -> vodozemac.PreKeyMessage:
+    message = vodozemac.AnyOlmMessage.from_parts(0, body).to_pre_key()
+    if message is None:
+        raise vodozemac.DecodeException("not a pre-key message")
+    return message

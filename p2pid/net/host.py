@@ -476,6 +476,12 @@ async def _close_quietly(stream: Stream) -> None:
         await stream.close()
 
 
+async def close_quietly(stream: Stream) -> None:
+    """Close a stream even from a cancelled scope; one already gone is closed enough."""
+    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+        await _close_quietly(stream)
+
+
 def _any_open(conns: Iterable[INetConn]) -> bool:
     return any(not conn.is_closed for conn in conns)
 

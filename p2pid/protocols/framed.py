@@ -24,12 +24,21 @@ class FramedStream:
 
     async def receive(self) -> bytes:
         """The next frame; FrameTooLarge as soon as an oversized length is announced."""
+        frame = await self.receive_or_end()
+        if frame is None:
+            raise StreamClosedEarly("the stream ended before a whole frame arrived")
+        return frame
+
+    async def receive_or_end(self) -> bytes | None:
+        """The next frame, or None if the other side ended the stream between frames."""
         while not self._ready:
             try:
                 chunk = await self.stream.read(READ_CHUNK)
             except StreamEOF:
                 chunk = b""
             if not chunk:
+                if self._decoder.at_frame_boundary():
+                    return None
                 raise StreamClosedEarly("the stream ended before a whole frame arrived")
             self._ready.extend(self._decoder.feed(chunk))
         return self._ready.pop(0)

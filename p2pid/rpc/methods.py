@@ -10,6 +10,7 @@ import trio
 
 from p2pid import __version__
 from p2pid.contacts import DEFAULT_INVITE_TTL_SECONDS, ContactsError
+from p2pid.messaging import DEFAULT_PAGE, MessagingError
 from p2pid.net import NetError, describe_error
 from p2pid.node import Node, NodeError
 from p2pid.profile import ProfileError
@@ -113,6 +114,24 @@ class RenameParams(msgspec.Struct, forbid_unknown_fields=True):
     nickname: str | None
 
 
+class SendParams(msgspec.Struct, forbid_unknown_fields=True):
+    contact: str
+    text: str
+
+
+class MessagesParams(msgspec.Struct, forbid_unknown_fields=True):
+    contact: str
+    limit: int = DEFAULT_PAGE
+    before: str | None = None
+    mark_read: bool = True
+
+
+class SearchParams(msgspec.Struct, forbid_unknown_fields=True):
+    query: str
+    contact: str | None = None
+    limit: int = DEFAULT_PAGE
+
+
 def parse_params(params: dict[str, Any], kind: type[P]) -> P:
     try:
         return msgspec.convert(params, kind)
@@ -121,7 +140,9 @@ def parse_params(params: dict[str, Any], kind: type[P]) -> P:
 
 
 def as_rpc_error(error: Exception) -> RpcError:
-    if isinstance(error, NodeError | ContactsError | VerificationError | ProfileError):
+    if isinstance(
+        error, NodeError | ContactsError | VerificationError | ProfileError | MessagingError
+    ):
         return RpcError(_NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error))
     if isinstance(error, JoinError):
         return RpcError(ErrorCode.REFUSED, f"join failed: {error}")
@@ -249,6 +270,31 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
     async def request_decline(params: dict[str, Any]) -> Any:
         return await node.requests.decline(parse_params(params, RequestIdParams).request_id)
 
+    async def send(params: dict[str, Any]) -> Any:
+        request = parse_params(params, SendParams)
+        return await node.send(request.contact, request.text)
+
+    async def messages(params: dict[str, Any]) -> Any:
+        request = parse_params(params, MessagesParams)
+        return await node.messages(
+            request.contact, request.limit, request.before, request.mark_read
+        )
+
+    async def messages_search(params: dict[str, Any]) -> Any:
+        request = parse_params(params, SearchParams)
+        return await node.search_messages(request.query, request.contact, request.limit)
+
+    async def messages_read(params: dict[str, Any]) -> Any:
+        return {"read": await node.mark_read(parse_params(params, ContactParams).contact)}
+
+    async def conversations(params: dict[str, Any]) -> Any:
+        parse_params(params, NoParams)
+        return await node.conversations()
+
+    async def messages_stats(params: dict[str, Any]) -> Any:
+        parse_params(params, NoParams)
+        return await node.message_stats()
+
     async def stop(params: dict[str, Any]) -> dict[str, bool]:
         parse_params(params, NoParams)
         request_stop()
@@ -284,6 +330,12 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         "requests": requests,
         "request.accept": request_accept,
         "request.decline": request_decline,
+        "send": send,
+        "messages": messages,
+        "messages.search": messages_search,
+        "messages.read": messages_read,
+        "messages.stats": messages_stats,
+        "conversations": conversations,
     }
     return {name: _translating_errors(handler) for name, handler in methods.items()}
 
@@ -299,6 +351,7 @@ def _translating_errors(handler: Handler) -> Handler:
             VerificationError,
             ProfileError,
             JoinError,
+            MessagingError,
             trio.TooSlowError,
         ) as error:
             raise as_rpc_error(error) from error

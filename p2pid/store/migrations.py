@@ -206,6 +206,128 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        version=3,
+        description="one-to-one conversations, messages with full-text search, the outbox, "
+        "Olm sessions",
+        statements=(
+            # One per contact, by identity key; not a foreign key to contacts, so the history
+            # outlives removing the contact. lamport: the highest Lamport clock seen or used.
+            """
+            CREATE TABLE conversations (
+                id INTEGER PRIMARY KEY,
+                peer_identity BLOB NOT NULL UNIQUE
+                    CHECK (typeof(peer_identity) = 'blob' AND length(peer_identity) = 32),
+                lamport INTEGER NOT NULL DEFAULT 0 CHECK (lamport >= 0),
+                unread INTEGER NOT NULL DEFAULT 0 CHECK (unread >= 0),
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX conversations_updated ON conversations (updated_at)",
+            # A conversation's display order is (lamport, sent_at, message_id), ascending.
+            """
+            CREATE TABLE messages (
+                id INTEGER PRIMARY KEY,
+                conversation_id INTEGER NOT NULL REFERENCES conversations ON DELETE CASCADE,
+                message_id BLOB NOT NULL UNIQUE
+                    CHECK (typeof(message_id) = 'blob' AND length(message_id) = 16),
+                sender_identity BLOB NOT NULL
+                    CHECK (typeof(sender_identity) = 'blob' AND length(sender_identity) = 32),
+                sender_device TEXT NOT NULL CHECK (sender_device <> ''),  -- a PeerId
+                outgoing INTEGER NOT NULL CHECK (outgoing IN (0, 1)),
+                kind TEXT NOT NULL DEFAULT 'text' CHECK (kind <> ''),
+                body TEXT NOT NULL,
+                lamport INTEGER NOT NULL CHECK (lamport >= 1),
+                sent_at INTEGER NOT NULL,
+                received_at INTEGER NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'read', 'unread')),
+                state_at INTEGER,
+                CHECK (CASE WHEN outgoing THEN state IN ('pending', 'delivered', 'read')
+                            ELSE state IN ('unread', 'read') END)
+            )
+            """,
+            """
+            CREATE INDEX messages_order
+                ON messages (conversation_id, lamport, sent_at, message_id)
+            """,
+            # Bound mark_read and mark_read_up_to by what is left to mark, not by the history.
+            "CREATE INDEX messages_unread ON messages (conversation_id) WHERE state = 'unread'",
+            """
+            CREATE INDEX messages_outgoing_unread
+                ON messages (conversation_id, lamport, sent_at, message_id)
+                WHERE outgoing = 1 AND state <> 'read'
+            """,
+            # Full-text search over the bodies: an external content table kept in sync by
+            # triggers (https://sqlite.org/fts5.html#external_content_tables).
+            """
+            CREATE VIRTUAL TABLE messages_fts USING fts5 (
+                body,
+                content = 'messages',
+                content_rowid = 'id',
+                tokenize = 'unicode61 remove_diacritics 2'
+            )
+            """,
+            """
+            CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+                INSERT INTO messages_fts (rowid, body) VALUES (new.id, new.body);
+            END
+            """,
+            """
+            CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+                INSERT INTO messages_fts (messages_fts, rowid, body)
+                    VALUES ('delete', old.id, old.body);
+            END
+            """,
+            """
+            CREATE TRIGGER messages_fts_update AFTER UPDATE OF body ON messages BEGIN
+                INSERT INTO messages_fts (messages_fts, rowid, body)
+                    VALUES ('delete', old.id, old.body);
+                INSERT INTO messages_fts (rowid, body) VALUES (new.id, new.body);
+            END
+            """,
+            # What is still to be sent, one row per message and recipient device, FIFO by id.
+            # payload: the plaintext, kept to re-encrypt under a new session; envelope: the
+            # encrypted envelope, sent as is on every retry.
+            """
+            CREATE TABLE outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                message_id BLOB NOT NULL
+                    CHECK (typeof(message_id) = 'blob' AND length(message_id) = 16),
+                recipient_identity BLOB NOT NULL
+                    CHECK (typeof(recipient_identity) = 'blob' AND length(recipient_identity) = 32),
+                recipient_device TEXT NOT NULL CHECK (recipient_device <> ''),  -- a PeerId
+                payload BLOB NOT NULL,
+                envelope BLOB NOT NULL,
+                session_id TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+                UNIQUE (message_id, recipient_device)
+            )
+            """,
+            "CREATE INDEX outbox_device ON outbox (recipient_device, id)",
+            # pickle: vodozemac pickle, encrypted with the vault key.
+            """
+            CREATE TABLE olm_sessions (
+                session_id TEXT PRIMARY KEY,
+                peer_curve25519 TEXT NOT NULL,  -- base64
+                pickle TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                last_used_at INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX olm_sessions_peer ON olm_sessions (peer_curve25519, last_used_at)",
+            # Every envelope received (texts and receipts), to drop a retried one.
+            """
+            CREATE TABLE received_envelopes (
+                sender_device TEXT NOT NULL,
+                message_id BLOB NOT NULL,
+                received_at INTEGER NOT NULL,
+                PRIMARY KEY (sender_device, message_id)
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
 )
 
 

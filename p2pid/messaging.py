@@ -1,0 +1,630 @@
+"""Messaging: one-to-one conversations, end to end encrypted with Olm, delivered from a durable
+outbox. The node-side half of `/p2pid/msg/1`, both roles.
+
+Sending commits, in one transaction, the message in the history, each recipient device's
+envelope (encrypted once, sent as is on every retry) in the outbox, and the advanced Olm
+sessions; only then does `send` return. Receiving commits a whole batch (messages, advanced
+sessions, the de-duplication record, and the delivery receipt going back) before acknowledging
+it. Olm state lives in the store only: every use loads it, advances it and saves it inside the
+same write, so a rolled-back write leaves no session ahead of what was sent or stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2pid.contacts import publish_one_time_keys
+from p2pid.courier import Courier
+from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key
+from p2pid.crypto.olm import OlmAccount, OlmCiphertext, OlmError, OlmSession
+from p2pid.events import now_ms
+from p2pid.net.host import NetHost, Stream
+from p2pid.protocols.messaging import DropReason, check_header, serve_messages
+from p2pid.store import contacts as contact_queries
+from p2pid.store import messages as message_queries
+from p2pid.store import queries
+from p2pid.store.contacts import ContactDevice, ContactRow
+from p2pid.store.db import Connection, savepoint
+from p2pid.store.messages import (
+    Cursor,
+    InvalidSearchError,
+    MessageRow,
+    NewMessage,
+    NewOutboxEntry,
+    OutboxEntry,
+)
+from p2pid.store.trio_store import TrioStore
+from p2pid.wire.events import Event
+from p2pid.wire.messages import (
+    MAX_RECEIPT_IDS,
+    Body,
+    ConversationSummary,
+    DeliveryReceipt,
+    Envelope,
+    MessagePage,
+    MessageReceived,
+    MessagesDropped,
+    MessageSent,
+    MessageStateChanged,
+    MessageView,
+    MessagingStats,
+    OlmType,
+    Payload,
+    PayloadError,
+    PrekeyRefill,
+    ReadReceipt,
+    Result,
+    Text,
+    check_text,
+    decode_payload,
+    encode_envelope,
+    encode_payload,
+)
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+MESSAGE_ID_BYTES = 16
+PREKEYS_PER_REFILL = 5
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+
+
+class MessagingError(Exception):
+    """A messaging request that cannot be carried out; `kind` maps to an RPC error code."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Refused(Exception):
+    def __init__(self, reason: DropReason, result: Result) -> None:
+        super().__init__(reason.value)
+        self.reason = reason
+        self.result = result
+
+
+@dataclass(frozen=True)
+class _Recipient:
+    identity_key: bytes
+    peer_id: str
+    device_key: bytes
+    curve25519: str
+
+
+@dataclass
+class _BatchOutcome:
+    """What committing one incoming batch produced, to announce once it is committed."""
+
+    results: list[Result] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    drops: Counter[DropReason] = field(default_factory=Counter)
+    kick: set[str] = field(default_factory=set)
+    received: int = 0
+    duplicates: int = 0
+
+
+def message_view(row: MessageRow) -> MessageView:
+    return MessageView(
+        message_id=row.message_id.hex(),
+        conversation_id=identity_id_from_public_key(row.peer_identity),
+        sender_id=identity_id_from_public_key(row.sender_identity),
+        sender_device=row.sender_device,
+        outgoing=row.outgoing,
+        text=row.body,
+        sent_at_ms=row.sent_at,
+        received_at_ms=row.received_at,
+        lamport=row.lamport,
+        state=row.state,
+    )
+
+
+def _state_events(rows: Sequence[MessageRow], state: str) -> list[Event]:
+    by_conversation: defaultdict[bytes, list[str]] = defaultdict(list)
+    for row in rows:
+        by_conversation[row.peer_identity].append(row.message_id.hex())
+    return [
+        MessageStateChanged(
+            at_ms=now_ms(),
+            conversation_id=identity_id_from_public_key(peer),
+            message_ids=ids,
+            state=state,
+        )
+        for peer, ids in by_conversation.items()
+    ]
+
+
+class Messaging:
+    def __init__(
+        self,
+        *,
+        store: TrioStore,
+        net: NetHost,
+        keys: IdentityKeys,
+        vault_key: bytes,
+        publish: Callable[[Event], None],
+    ) -> None:
+        self._store = store
+        self._net = net
+        self._keys = keys
+        self._vault_key = vault_key
+        self._publish = publish
+        self._identity_key = keys.identity_public_key
+        self._device_key = keys.device_public_key
+        self._courier = Courier(
+            store=store, net=net, rekey=self._rekey, on_settled=self._on_settled
+        )
+        self._drops: Counter[str] = Counter()
+        self._received = 0
+        self._duplicates = 0
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._courier.run(task_status=task_status)
+
+    def kick(self, peer_id: str) -> None:
+        """The device is reachable now (it connected or was discovered): deliver what waits."""
+        self._courier.kick(peer_id)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def send_text(self, contact: ContactRow, text: str) -> MessageView:
+        try:
+            check_text(text)
+        except PayloadError as error:
+            raise MessagingError("invalid", str(error)) from None
+        if contact.blocked:
+            raise MessagingError("refused", f"{contact.name} is blocked; unblock them to write")
+        row, devices = await self._store.write(
+            lambda conn: self._compose(conn, contact.identity_key, Text(text=text), now_ms())
+        )
+        assert row is not None
+        view = message_view(row)
+        self._publish(
+            MessageSent(
+                at_ms=now_ms(),
+                conversation_id=view.conversation_id,
+                name=contact.name,
+                message=view,
+            )
+        )
+        for peer_id in devices:
+            self._courier.kick(peer_id)
+        return view
+
+    def _compose(
+        self, conn: Connection, recipient_identity: bytes, body: Body, now: int
+    ) -> tuple[MessageRow | None, list[str]]:
+        """Store a message and queue it, encrypted, for every device that should have it."""
+        conversation = message_queries.conversation_id_for(conn, recipient_identity, now)
+        if isinstance(body, Text):
+            lamport = message_queries.next_lamport(conn, conversation)
+        else:  # receipts and keys are not part of the conversation's order
+            current = message_queries.get_conversation(conn, recipient_identity)
+            lamport = max(1, current.lamport if current else 1)
+        message_id = os.urandom(MESSAGE_ID_BYTES)
+        payload = encode_payload(
+            Payload(
+                message_id=message_id,
+                sender_identity=self._identity_key,
+                recipient_identity=recipient_identity,
+                sent_at_ms=now,
+                lamport=lamport,
+                body=body,
+            )
+        )
+        row = None
+        if isinstance(body, Text):
+            row = message_queries.insert_message(
+                conn,
+                conversation,
+                NewMessage(
+                    message_id=message_id,
+                    sender_identity=self._identity_key,
+                    sender_device=self._net.peer_id,
+                    outgoing=True,
+                    kind="text",
+                    body=body.text,
+                    lamport=lamport,
+                    sent_at=now,
+                    received_at=now,
+                    state="pending",
+                ),
+            )
+        queued = []
+        for recipient in self._recipients(conn, recipient_identity):
+            try:
+                self._enqueue(conn, message_id, recipient, payload, now)
+            except OlmError as error:
+                log.warning("cannot encrypt for %s: %s", recipient.peer_id, error)
+                continue
+            queued.append(recipient.peer_id)
+        if not queued and isinstance(body, Text):
+            raise MessagingError(
+                "unreachable", "no device of this contact can be written to (no Olm keys)"
+            )
+        return row, queued
+
+    def _recipients(self, conn: Connection, identity_key: bytes) -> list[_Recipient]:
+        """Every device of the person, and this identity's other devices (none until devices
+        can be linked)."""
+        contact = contact_queries.get_contact(conn, identity_key)
+        devices: Sequence[ContactDevice] = contact.devices if contact else ()
+        return [
+            _Recipient(identity_key, d.peer_id, d.device_key, d.olm_curve25519) for d in devices
+        ]
+
+    def _enqueue(
+        self, conn: Connection, message_id: bytes, recipient: _Recipient, payload: bytes, now: int
+    ) -> None:
+        session = self._outbound_session(conn, recipient)
+        envelope = self._seal(conn, session, message_id, recipient, payload, now)
+        message_queries.enqueue(
+            conn,
+            NewOutboxEntry(
+                message_id=message_id,
+                recipient_identity=recipient.identity_key,
+                recipient_device=recipient.peer_id,
+                payload=payload,
+                envelope=envelope,
+                session_id=session.session_id,
+                created_at=now,
+            ),
+        )
+
+    def _seal(
+        self,
+        conn: Connection,
+        session: OlmSession,
+        message_id: bytes,
+        recipient: _Recipient,
+        payload: bytes,
+        now: int,
+    ) -> bytes:
+        ciphertext = session.encrypt(payload)
+        message_queries.save_session(
+            conn, session.session_id, recipient.curve25519, session.pickle(), now
+        )
+        return encode_envelope(
+            Envelope(
+                message_id=message_id,
+                sender_identity=self._identity_key,
+                sender_device=self._device_key,
+                recipient_device=recipient.device_key,
+                olm_type=OlmType(ciphertext.olm_type),
+                body=ciphertext.body,
+            )
+        )
+
+    def _outbound_session(self, conn: Connection, recipient: _Recipient) -> OlmSession:
+        """The session used last with the device, or a new one from one of its prekeys."""
+        sessions = message_queries.sessions_for(conn, recipient.curve25519)
+        if sessions:
+            return OlmSession.from_pickle(sessions[0].pickle, self._vault_key)
+        prekey = contact_queries.claim_one_time_key(conn, recipient.peer_id)
+        if prekey is None:
+            raise OlmError(f"device {recipient.peer_id} published no Olm prekeys")
+        return self._account(conn).open_outbound(recipient.curve25519, prekey.key)
+
+    def _account(self, conn: Connection) -> OlmAccount:
+        identity = queries.load_local_identity(conn)
+        assert identity is not None  # the node does not run without one
+        return OlmAccount.from_pickle(identity.olm_account, self._vault_key)
+
+    def _rekey(self, conn: Connection, peer_id: str, refused: Sequence[OutboxEntry]) -> None:
+        """The device cannot decrypt: forget our sessions with it and re-encrypt everything
+        waiting for it under a new session from a fresh prekey."""
+        contact = contact_queries.contact_for_peer(conn, peer_id)
+        device = (
+            next((d for d in contact.devices if d.peer_id == peer_id), None) if contact else None
+        )
+        if contact is None or device is None:
+            message_queries.remove_from_outbox(conn, [entry.id for entry in refused])
+            return
+        recipient = _Recipient(
+            contact.identity_key, peer_id, device.device_key, device.olm_curve25519
+        )
+        message_queries.delete_sessions(conn, recipient.curve25519)
+        now = now_ms()
+        session: OlmSession | None = None
+        for entry in message_queries.pending_for_device(conn, peer_id, 1_000_000):
+            if session is None:
+                try:
+                    session = self._outbound_session(conn, recipient)
+                except OlmError as error:
+                    log.warning("cannot re-key %s: %s", peer_id, error)
+                    return
+            envelope = self._seal(conn, session, entry.message_id, recipient, entry.payload, now)
+            message_queries.replace_envelope(conn, entry.id, envelope, session.session_id)
+        log.info("re-keyed the Olm session with %s", peer_id)
+
+    def _on_settled(
+        self, peer_id: str, entries: Sequence[OutboxEntry], results: Sequence[Result]
+    ) -> None:
+        refused = sum(1 for result in results if result is Result.REJECTED)
+        if refused:
+            log.warning("%s refused %d envelopes for good", peer_id, refused)
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def serve(self, stream: Stream) -> None:
+        await serve_messages(stream, self)
+
+    def count_drop(self, peer_id: str, reason: DropReason, count: int) -> None:
+        self._drops[reason.value] += count
+        log.info("dropped %d envelope(s) from %s: %s", count, peer_id, reason.value)
+        self._publish(MessagesDropped(at_ms=now_ms(), peer_id=peer_id, reason=reason, count=count))
+
+    async def accept(self, peer_id: str, envelopes: list[Envelope]) -> list[Result]:
+        outcome = await self._store.write(
+            partial(self._accept_batch, peer_id=peer_id, envelopes=envelopes)
+        )
+        self._received += outcome.received
+        self._duplicates += outcome.duplicates
+        for reason, count in outcome.drops.items():
+            self.count_drop(peer_id, reason, count)
+        for event in outcome.events:
+            self._publish(event)
+        for device in outcome.kick:
+            self._courier.kick(device)
+        return outcome.results
+
+    def _accept_batch(
+        self, conn: Connection, *, peer_id: str, envelopes: Sequence[Envelope]
+    ) -> _BatchOutcome:
+        outcome = _BatchOutcome()
+        now = now_ms()
+        contact = contact_queries.contact_for_peer(conn, peer_id)
+        delivered: list[bytes] = []
+        refill = False
+        for envelope in envelopes:
+            try:
+                refill |= self._accept_one(
+                    conn, peer_id, contact, envelope, now, outcome, delivered
+                )
+            except _Refused as refused:
+                outcome.drops[refused.reason] += 1
+                outcome.results.append(refused.result)
+        if contact is not None:
+            for start in range(0, len(delivered), MAX_RECEIPT_IDS):
+                receipt = DeliveryReceipt(message_ids=delivered[start : start + MAX_RECEIPT_IDS])
+                outcome.kick.update(self._compose(conn, contact.identity_key, receipt, now)[1])
+            if refill:
+                prekeys = publish_one_time_keys(
+                    conn, self._vault_key, self._device_key, PREKEYS_PER_REFILL
+                )
+                refill_body = PrekeyRefill(prekeys=prekeys)
+                outcome.kick.update(self._compose(conn, contact.identity_key, refill_body, now)[1])
+        return outcome
+
+    def _accept_one(
+        self,
+        conn: Connection,
+        peer_id: str,
+        contact: ContactRow | None,
+        envelope: Envelope,
+        now: int,
+        outcome: _BatchOutcome,
+        delivered: list[bytes],
+    ) -> bool:
+        """Commit one envelope (its own savepoint); True if it opened a session (a one-time
+        key of this device was used up). Raises _Refused with the result to acknowledge."""
+        reason = check_header(envelope, receiver_device=self._device_key, remote_peer=peer_id)
+        if reason is not None:
+            raise _Refused(reason, Result.REJECTED)
+        if contact is None or contact.identity_key != envelope.sender_identity:
+            raise _Refused(DropReason.NOT_CONTACT, Result.REJECTED)
+        if contact.blocked:  # acknowledged as stored, so the sender cannot tell
+            raise _Refused(DropReason.BLOCKED, Result.STORED)
+        device = next(d for d in contact.devices if d.peer_id == peer_id)
+        with savepoint(conn, "accept_envelope"):
+            if not message_queries.record_envelope(conn, peer_id, envelope.message_id, now):
+                outcome.duplicates += 1
+                outcome.results.append(Result.DUPLICATE)
+                return False
+            plaintext, opened = self._decrypt(conn, device, envelope, now)
+            try:
+                payload = decode_payload(plaintext)
+            except ValueError:
+                raise _Refused(DropReason.BAD_PAYLOAD, Result.REJECTED) from None
+            if (
+                payload.message_id != envelope.message_id
+                or payload.sender_identity != envelope.sender_identity
+                or payload.recipient_identity != self._identity_key
+            ):
+                raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
+            self._apply(conn, contact, device, payload, now, outcome, delivered)
+        outcome.received += 1
+        outcome.results.append(Result.STORED)
+        return opened
+
+    def _decrypt(
+        self, conn: Connection, device: ContactDevice, envelope: Envelope, now: int
+    ) -> tuple[bytes, bool]:
+        ciphertext = OlmCiphertext(int(envelope.olm_type), envelope.body)
+        curve = device.olm_curve25519
+        for row in message_queries.sessions_for(conn, curve):
+            session = OlmSession.from_pickle(row.pickle, self._vault_key)
+            if envelope.olm_type is OlmType.PRE_KEY and not session.matches(ciphertext):
+                continue
+            try:
+                plaintext = session.decrypt(ciphertext)
+            except OlmError:
+                continue
+            message_queries.save_session(conn, session.session_id, curve, session.pickle(), now)
+            return plaintext, False
+        if envelope.olm_type is not OlmType.PRE_KEY:
+            raise _Refused(DropReason.UNDECRYPTABLE, Result.NO_SESSION)
+        account = self._account(conn)
+        try:
+            session, plaintext = account.open_inbound(curve, ciphertext)
+        except OlmError:
+            raise _Refused(DropReason.UNDECRYPTABLE, Result.NO_SESSION) from None
+        queries.update_olm_account(conn, account.pickle())
+        message_queries.save_session(conn, session.session_id, curve, session.pickle(), now)
+        return plaintext, True
+
+    def _apply(
+        self,
+        conn: Connection,
+        contact: ContactRow,
+        device: ContactDevice,
+        payload: Payload,
+        now: int,
+        outcome: _BatchOutcome,
+        delivered: list[bytes],
+    ) -> None:
+        body = payload.body
+        sender = contact.identity_key
+        if isinstance(body, Text):
+            conversation = message_queries.conversation_id_for(conn, sender, now)
+            row = message_queries.insert_message(
+                conn,
+                conversation,
+                NewMessage(
+                    message_id=payload.message_id,
+                    sender_identity=sender,
+                    sender_device=device.peer_id,
+                    outgoing=False,
+                    kind="text",
+                    body=body.text,
+                    lamport=payload.lamport,
+                    sent_at=payload.sent_at_ms,
+                    received_at=now,
+                    state="unread",
+                ),
+            )
+            delivered.append(payload.message_id)
+            if row is not None:
+                view = message_view(row)
+                outcome.events.append(
+                    MessageReceived(
+                        at_ms=now,
+                        conversation_id=view.conversation_id,
+                        name=contact.name,
+                        message=view,
+                    )
+                )
+        elif isinstance(body, DeliveryReceipt):
+            rows = message_queries.mark_delivered(conn, body.message_ids, sender, now)
+            outcome.events += _state_events(rows, "delivered")
+        elif isinstance(body, ReadReceipt):
+            rows = message_queries.mark_read_up_to(conn, body.up_to, sender, now)
+            outcome.events += _state_events(rows, "read")
+        elif isinstance(body, PrekeyRefill):
+            if body.prekeys.device_key != device.device_key:
+                raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
+            contact_queries.set_device_prekeys(
+                conn, device.peer_id, body.prekeys.one_time_keys, body.prekeys.fallback_key
+            )
+
+    # -- history -------------------------------------------------------------------------------
+
+    async def page(
+        self, contact_identity: bytes, name: str, limit: int, before: str | None
+    ) -> MessagePage:
+        limit = _check_limit(limit)
+        cursor = None
+        if before is not None:
+            try:
+                cursor = Cursor.decode(before)
+            except ValueError as error:
+                raise MessagingError("invalid", f"bad cursor: {error}") from None
+
+        def read(conn: Connection) -> tuple[list[MessageRow], int]:
+            conversation = message_queries.get_conversation(conn, contact_identity)
+            if conversation is None:
+                return [], 0
+            rows = message_queries.page(conn, conversation.id, limit + 1, cursor)
+            return rows, conversation.unread
+
+        rows, unread = await self._store.read(read)
+        more = len(rows) > limit
+        rows = rows[-limit:] if more else rows
+        return MessagePage(
+            conversation_id=identity_id_from_public_key(contact_identity),
+            name=name,
+            messages=[message_view(row) for row in rows],
+            unread=unread,
+            before=message_queries.cursor_of(rows[0]).encode() if more and rows else None,
+        )
+
+    async def search(
+        self, query: str, contact_identity: bytes | None, limit: int
+    ) -> list[MessageView]:
+        limit = _check_limit(limit)
+        if not query.strip():
+            raise MessagingError("invalid", "search for some text")
+
+        def read(conn: Connection) -> list[MessageRow]:
+            conversation_id = None
+            if contact_identity is not None:
+                conversation = message_queries.get_conversation(conn, contact_identity)
+                if conversation is None:
+                    return []
+                conversation_id = conversation.id
+            return message_queries.search(conn, query, conversation_id, limit)
+
+        try:
+            rows = await self._store.read(read)
+        except InvalidSearchError as error:
+            raise MessagingError("invalid", str(error)) from None
+        return [message_view(row) for row in rows]
+
+    async def conversations(self, names: dict[bytes, str]) -> list[ConversationSummary]:
+        rows = await self._store.read(message_queries.list_conversations)
+        return [
+            ConversationSummary(
+                conversation_id=identity_id_from_public_key(row.peer_identity),
+                name=names.get(row.peer_identity, identity_id_from_public_key(row.peer_identity)),
+                unread=row.unread,
+                last_message=message_view(row.last_message) if row.last_message else None,
+                updated_at_ms=row.updated_at,
+            )
+            for row in rows
+        ]
+
+    async def mark_read(self, contact: ContactRow) -> int:
+        """Mark the conversation read here and tell the contact (a read receipt). Returns how
+        many messages were unread."""
+
+        def write(conn: Connection) -> tuple[int, list[str]]:
+            conversation = message_queries.get_conversation(conn, contact.identity_key)
+            if conversation is None or conversation.unread == 0:
+                return 0, []
+            newest = message_queries.mark_read(conn, conversation.id, now_ms())
+            if newest is None or contact.blocked:
+                return conversation.unread, []
+            receipt = ReadReceipt(up_to=newest.message_id)
+            return conversation.unread, self._compose(
+                conn, contact.identity_key, receipt, now_ms()
+            )[1]
+
+        unread, devices = await self._store.write(write)
+        for peer_id in devices:
+            self._courier.kick(peer_id)
+        return unread
+
+    async def stats(self) -> MessagingStats:
+        return MessagingStats(
+            pending_outbox=await self._store.read(message_queries.count_pending),
+            received=self._received,
+            duplicates=self._duplicates,
+            dropped=dict(self._drops),
+        )
+
+
+def _check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise MessagingError("invalid", f"limit must be between 1 and {MAX_PAGE}")
+    return limit
