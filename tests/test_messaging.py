@@ -103,72 +103,79 @@ async def texts(who: Person, contact: str) -> list[str]:
 
 
 async def test_a_message_arrives_once_and_its_receipts_come_back(tmp_path: Path) -> None:
-    async with person(tmp_path, "Alice") as alice, person(tmp_path, "Bob") as bob:
-        async with node_of(alice), node_of(bob):
-            await befriend(alice, bob)
-            sent = await alice.running.send("Bob", "hello Bob")
-            assert sent.state == "pending" and sent.outgoing
+    async with (
+        person(tmp_path, "Alice") as alice,
+        person(tmp_path, "Bob") as bob,
+        node_of(alice),
+        node_of(bob),
+    ):
+        await befriend(alice, bob)
+        sent = await alice.running.send("Bob", "hello Bob")
+        assert sent.state == "pending" and sent.outgoing
 
-            received = await bob.next_event(MessageReceived)
-            assert received.message.text == "hello Bob" and received.name == "Alice"
-            assert received.message.message_id == sent.message_id
-            delivered = await alice.next_event(MessageStateChanged)
-            assert delivered.state == "delivered" and delivered.message_ids == [sent.message_id]
+        received = await bob.next_event(MessageReceived)
+        assert received.message.text == "hello Bob" and received.name == "Alice"
+        assert received.message.message_id == sent.message_id
+        delivered = await alice.next_event(MessageStateChanged)
+        assert delivered.state == "delivered" and delivered.message_ids == [sent.message_id]
 
-            page = await bob.running.messages("Alice", 50, None, mark_read=True)
-            assert [m.text for m in page.messages] == ["hello Bob"] and page.unread == 1
-            read = await alice.next_event(MessageStateChanged)
-            assert read.state == "read" and read.message_ids == [sent.message_id]
-            assert (await bob.running.messages("Alice", 50, None, mark_read=False)).unread == 0
+        page = await bob.running.messages("Alice", 50, None, mark_read=True)
+        assert [m.text for m in page.messages] == ["hello Bob"] and page.unread == 1
+        read = await alice.next_event(MessageStateChanged)
+        assert read.state == "read" and read.message_ids == [sent.message_id]
+        assert (await bob.running.messages("Alice", 50, None, mark_read=False)).unread == 0
 
-            reply = await bob.running.send("Alice", "hi Alice")
-            assert (await alice.next_event(MessageReceived)).message.text == "hi Alice"
-            # Bob had seen Alice's message: his reply comes after it in the conversation.
-            assert reply.lamport > sent.lamport
-            assert await texts(alice, "Bob") == ["hello Bob", "hi Alice"]
-            assert await texts(bob, "Alice") == ["hello Bob", "hi Alice"]
+        reply = await bob.running.send("Alice", "hi Alice")
+        assert (await alice.next_event(MessageReceived)).message.text == "hi Alice"
+        # Bob had seen Alice's message: his reply comes after it in the conversation.
+        assert reply.lamport > sent.lamport
+        assert await texts(alice, "Bob") == ["hello Bob", "hi Alice"]
+        assert await texts(bob, "Alice") == ["hello Bob", "hi Alice"]
 
-            stats = await bob.running.message_stats()
-            assert stats.received >= 2 and stats.dropped == {} and stats.pending_outbox == 0
+        stats = await bob.running.message_stats()
+        assert stats.received >= 2 and stats.dropped == {} and stats.pending_outbox == 0
 
 
 async def test_bad_requests_are_refused_and_change_nothing(tmp_path: Path) -> None:
-    async with person(tmp_path, "Alice") as alice, person(tmp_path, "Bob") as bob:
-        async with node_of(alice), node_of(bob):
-            await befriend(alice, bob)
-            for text in ["", "   ", "x" * 40_000]:
-                with pytest.raises(MessagingError):
-                    await alice.running.send("Bob", text)
-            with pytest.raises(MessagingError, match="limit"):
-                await alice.running.messages("Bob", 0, None, mark_read=False)
-            with pytest.raises(MessagingError, match="cursor"):
-                await alice.running.messages("Bob", 10, "garbage", mark_read=False)
-            await alice.running.block_contact("Bob", True)
-            with pytest.raises(MessagingError, match="blocked"):
-                await alice.running.send("Bob", "hello")
-            assert await texts(alice, "Bob") == []
-            assert (await alice.running.message_stats()).pending_outbox == 0
+    async with (
+        person(tmp_path, "Alice") as alice,
+        person(tmp_path, "Bob") as bob,
+        node_of(alice),
+        node_of(bob),
+    ):
+        await befriend(alice, bob)
+        for text in ["", "   ", "x" * 40_000]:
+            with pytest.raises(MessagingError):
+                await alice.running.send("Bob", text)
+        with pytest.raises(MessagingError, match="limit"):
+            await alice.running.messages("Bob", 0, None, mark_read=False)
+        with pytest.raises(MessagingError, match="cursor"):
+            await alice.running.messages("Bob", 10, "garbage", mark_read=False)
+        await alice.running.block_contact("Bob", True)
+        with pytest.raises(MessagingError, match="blocked"):
+            await alice.running.send("Bob", "hello")
+        assert await texts(alice, "Bob") == []
+        assert (await alice.running.message_stats()).pending_outbox == 0
 
 
 async def test_messages_sent_while_the_contact_is_away_arrive_when_it_connects(
     tmp_path: Path,
 ) -> None:
-    async with person(tmp_path, "Alice") as alice, person(tmp_path, "Bob") as bob:
-        async with node_of(bob):
-            async with node_of(alice):
-                await befriend(alice, bob)
+    async with person(tmp_path, "Alice") as alice, person(tmp_path, "Bob") as bob, node_of(bob):
+        async with node_of(alice):
+            await befriend(alice, bob)
+        for number in range(3):
+            await bob.running.send("Alice", f"while you were out {number}")
+        assert (await bob.running.message_stats()).pending_outbox == 3
+        async with node_of(alice) as alice_node:
+            # Alice's node comes back on a new port and dials Bob: the connection alone
+            # sets Bob's courier off.
+            alice_node.net.add_addrs(bob.running.net.peer_id, bob.running.net.listen_addrs())
+            await alice_node.net.connect(bob.running.net.peer_id)
             for number in range(3):
-                await bob.running.send("Alice", f"while you were out {number}")
-            assert (await bob.running.message_stats()).pending_outbox == 3
-            async with node_of(alice) as alice_node:
-                # Alice's node comes back on a new port and dials Bob: the connection alone
-                # sets Bob's courier off.
-                alice_node.net.add_addrs(bob.running.net.peer_id, bob.running.net.listen_addrs())
-                await alice_node.net.connect(bob.running.net.peer_id)
-                for number in range(3):
-                    event = await alice.next_event(MessageReceived)
-                    assert event.message.text == f"while you were out {number}"
-                assert await texts(alice, "Bob") == [f"while you were out {n}" for n in range(3)]
+                event = await alice.next_event(MessageReceived)
+                assert event.message.text == f"while you were out {number}"
+            assert await texts(alice, "Bob") == [f"while you were out {n}" for n in range(3)]
 
 
 # -- envelopes a contact's node really queued, replayed and tampered with ------------------------
@@ -203,65 +210,67 @@ async def test_replayed_reordered_tampered_and_forged_envelopes(tmp_path: Path) 
             genuine = await queued_envelopes(bob, 5)
         async with node_of(carol):
             from_carol = (await queued_envelopes(carol, 1))[0]
-        async with node_of(alice) as alice_node:
-            # Bob's device, speaking for itself over its own authenticated connection.
-            async with NetHost.open(bob.keys.device_seed, LOOPBACK) as bob_device:
-                bob_device.add_addrs(alice_node.net.peer_id, alice_node.net.listen_addrs())
-                link = await DeliveryLink.open(bob_device, alice_node.net.peer_id)
+        # Bob's device, speaking for itself over its own authenticated connection.
+        async with (
+            node_of(alice) as alice_node,
+            NetHost.open(bob.keys.device_seed, LOOPBACK) as bob_device,
+        ):
+            bob_device.add_addrs(alice_node.net.peer_id, alice_node.net.listen_addrs())
+            link = await DeliveryLink.open(bob_device, alice_node.net.peer_id)
 
-                async def deliver(*envelopes: Envelope) -> list[Result]:
-                    with trio.fail_after(STEP_TIMEOUT):
-                        return await link.deliver(list(envelopes))
+            async def deliver(*envelopes: Envelope) -> list[Result]:
+                with trio.fail_after(STEP_TIMEOUT):
+                    return await link.deliver(list(envelopes))
 
-                first, second, third, fourth, fifth = genuine
-                assert await deliver(first) == [Result.STORED]
-                assert await deliver(first) == [Result.DUPLICATE]  # a retry: acked, not stored
+            first, second, third, fourth, fifth = genuine
+            assert await deliver(first) == [Result.STORED]
+            assert await deliver(first) == [Result.DUPLICATE]  # a retry: acked, not stored
 
-                # Tampered ciphertexts decrypt under no session: refused, nothing stored, and
-                # the genuine envelope still decrypts afterwards (no state was advanced).
-                body = second.body
-                for bad_body in [body[: len(body) // 2], flipped(body, len(body) - 5)]:
-                    tampered = msgspec.structs.replace(second, body=bad_body)
-                    assert await deliver(tampered) == [Result.NO_SESSION]
-                # A genuine ciphertext under another message id: its payload says otherwise.
-                relabelled = msgspec.structs.replace(second, message_id=os.urandom(16))
-                assert await deliver(relabelled) == [Result.REJECTED]
-                # Headers that lie: another sender identity, another device, another recipient.
-                as_carol = msgspec.structs.replace(
-                    third, sender_identity=carol.keys.identity_public_key
-                )
-                to_bob = msgspec.structs.replace(third, recipient_device=bob.keys.device_public_key)
-                carol_relayed = from_carol  # Carol's envelope, sent by Bob's device
-                assert await deliver(as_carol, to_bob, carol_relayed) == [Result.REJECTED] * 3
+            # Tampered ciphertexts decrypt under no session: refused, nothing stored, and
+            # the genuine envelope still decrypts afterwards (no state was advanced).
+            body = second.body
+            for bad_body in [body[: len(body) // 2], flipped(body, len(body) - 5)]:
+                tampered = msgspec.structs.replace(second, body=bad_body)
+                assert await deliver(tampered) == [Result.NO_SESSION]
+            # A genuine ciphertext under another message id: its payload says otherwise.
+            relabelled = msgspec.structs.replace(second, message_id=os.urandom(16))
+            assert await deliver(relabelled) == [Result.REJECTED]
+            # Headers that lie: another sender identity, another device, another recipient.
+            as_carol = msgspec.structs.replace(
+                third, sender_identity=carol.keys.identity_public_key
+            )
+            to_bob = msgspec.structs.replace(third, recipient_device=bob.keys.device_public_key)
+            carol_relayed = from_carol  # Carol's envelope, sent by Bob's device
+            assert await deliver(as_carol, to_bob, carol_relayed) == [Result.REJECTED] * 3
 
-                # Reordered: Olm accepts a later message first; the conversation keeps the
-                # sender's order all the same.
-                assert await deliver(fourth, second, third) == [Result.STORED] * 3
-                # A replay of a decrypted envelope under a fresh id is caught by Olm itself.
-                replayed = msgspec.structs.replace(fourth, message_id=os.urandom(16))
-                assert await deliver(replayed) == [Result.NO_SESSION]
-                assert await deliver(fifth) == [Result.STORED]
-                await link.aclose()
+            # Reordered: Olm accepts a later message first; the conversation keeps the
+            # sender's order all the same.
+            assert await deliver(fourth, second, third) == [Result.STORED] * 3
+            # A replay of a decrypted envelope under a fresh id is caught by Olm itself.
+            replayed = msgspec.structs.replace(fourth, message_id=os.urandom(16))
+            assert await deliver(replayed) == [Result.NO_SESSION]
+            assert await deliver(fifth) == [Result.STORED]
+            await link.aclose()
 
-                assert await texts(alice, "Bob") == [f"genuine {n}" for n in range(5)]
-                assert await texts(alice, "Carol") == []
-                stats = await alice_node.message_stats()
-                assert stats.dropped == {
-                    "undecryptable": 3,
-                    "forged_payload": 1,
-                    "not_contact": 1,
-                    "misaddressed": 1,
-                    "forged_sender": 1,
-                }
-                assert stats.duplicates == 1
+            assert await texts(alice, "Bob") == [f"genuine {n}" for n in range(5)]
+            assert await texts(alice, "Carol") == []
+            stats = await alice_node.message_stats()
+            assert stats.dropped == {
+                "undecryptable": 3,
+                "forged_payload": 1,
+                "not_contact": 1,
+                "misaddressed": 1,
+                "forged_sender": 1,
+            }
+            assert stats.duplicates == 1
 
-                # Frames that are not the protocol close the stream; nothing is stored.
-                for raw in [encode_varint(5) + b"\xc1junk", encode_varint(MAX_FRAME_BYTES + 1)]:
-                    stream = await bob_device.new_stream(alice_node.net.peer_id, [PROTOCOL_ID])
-                    await stream.write(raw)
-                    with trio.fail_after(STEP_TIMEOUT):
-                        assert await FramedStream(stream, MAX_FRAME_BYTES).receive_or_end() is None
-                    await stream.close()
-                stats = await alice_node.message_stats()
-                assert stats.dropped["malformed"] == 2
-                assert await texts(alice, "Bob") == [f"genuine {n}" for n in range(5)]
+            # Frames that are not the protocol close the stream; nothing is stored.
+            for raw in [encode_varint(5) + b"\xc1junk", encode_varint(MAX_FRAME_BYTES + 1)]:
+                stream = await bob_device.new_stream(alice_node.net.peer_id, [PROTOCOL_ID])
+                await stream.write(raw)
+                with trio.fail_after(STEP_TIMEOUT):
+                    assert await FramedStream(stream, MAX_FRAME_BYTES).receive_or_end() is None
+                await stream.close()
+            stats = await alice_node.message_stats()
+            assert stats.dropped["malformed"] == 2
+            assert await texts(alice, "Bob") == [f"genuine {n}" for n in range(5)]
