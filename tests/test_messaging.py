@@ -25,6 +25,7 @@ from p2pid.protocols.messaging import DeliveryLink
 from p2pid.provision import create_home, unlock_vault_key
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
+from p2pid.store.contacts import get_contact
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire.events import Event
 from p2pid.wire.framing import encode_varint
@@ -97,6 +98,13 @@ async def befriend(inviter: Person, joiner: Person) -> None:
         await joiner.running.join(created.code)
 
 
+async def one_time_keys_held(holder: Person, contact: Person) -> tuple[str, ...]:
+    row = await holder.store.read(lambda conn: get_contact(conn, contact.keys.identity_public_key))
+    assert row is not None
+    [device] = row.devices
+    return device.one_time_keys
+
+
 async def texts(who: Person, contact: str) -> list[str]:
     page = await who.running.messages(contact, 500, None, mark_read=False)
     return [message.text for message in page.messages]
@@ -110,8 +118,11 @@ async def test_a_message_arrives_once_and_its_receipts_come_back(tmp_path: Path)
         node_of(bob),
     ):
         await befriend(alice, bob)
+        card_keys = await one_time_keys_held(alice, bob)
+        assert len(card_keys) == 5
         sent = await alice.running.send("Bob", "hello Bob")
         assert sent.state == "pending" and sent.outgoing
+        assert await one_time_keys_held(alice, bob) == card_keys[1:]  # one claimed
 
         received = await bob.next_event(MessageReceived)
         assert received.message.text == "hello Bob" and received.name == "Alice"
@@ -124,6 +135,10 @@ async def test_a_message_arrives_once_and_its_receipts_come_back(tmp_path: Path)
         read = await alice.next_event(MessageStateChanged)
         assert read.state == "read" and read.message_ids == [sent.message_id]
         assert (await bob.running.messages("Alice", 50, None, mark_read=False)).unread == 0
+        # Opening the session used up one of Bob's one-time keys: Bob sent Alice fresh ones
+        # (queued before the read receipt, so they are in by now).
+        refilled = await one_time_keys_held(alice, bob)
+        assert len(refilled) == 5 and not set(refilled) & set(card_keys)
 
         reply = await bob.running.send("Alice", "hi Alice")
         assert (await alice.next_event(MessageReceived)).message.text == "hi Alice"
@@ -132,6 +147,8 @@ async def test_a_message_arrives_once_and_its_receipts_come_back(tmp_path: Path)
         assert await texts(alice, "Bob") == ["hello Bob", "hi Alice"]
         assert await texts(bob, "Alice") == ["hello Bob", "hi Alice"]
 
+        reply_delivered = await bob.next_event(MessageStateChanged)
+        assert reply_delivered.message_ids == [reply.message_id]
         stats = await bob.running.message_stats()
         assert stats.received >= 2 and stats.dropped == {} and stats.pending_outbox == 0
 
