@@ -184,8 +184,7 @@ def raw_secret_and_code(conn: Connection, invite_id: bytes) -> tuple[bytes, str]
 
 
 def test_a_fresh_database_has_the_contact_tables(conn: Connection) -> None:
-    assert LATEST_SCHEMA_VERSION == 2
-    assert schema_version(conn) == 2
+    assert schema_version(conn) == LATEST_SCHEMA_VERSION >= 2
     assert table_names(conn) >= CONTACT_TABLES | {"local_identity", "peers", "peer_addrs"}
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
 
@@ -202,7 +201,7 @@ def test_a_version_1_database_is_upgraded_at_open(db_path: Path, key: bytes) -> 
 
     upgraded = open_database(db_path, key)
     try:
-        assert schema_version(upgraded) == 2
+        assert schema_version(upgraded) == LATEST_SCHEMA_VERSION
         assert table_names(upgraded) >= CONTACT_TABLES
         assert [peer.peer_id for peer in list_peers(upgraded)] == ["kept-peer"]
         add(upgraded, ALICE, "p-alice")  # and the new tables work
@@ -213,7 +212,7 @@ def test_a_version_1_database_is_upgraded_at_open(db_path: Path, key: bytes) -> 
 
     again = open_database(db_path, key)  # nothing applied twice
     try:
-        assert schema_version(again) == 2
+        assert schema_version(again) == LATEST_SCHEMA_VERSION
         assert peer_ids_of(again, ALICE) == ["p-alice"]
     finally:
         again.close()
@@ -223,7 +222,7 @@ def test_migration_2_applies_on_top_of_1_in_one_step(conn: Connection) -> None:
     fresh = sqlcipher.connect(":memory:", isolation_level=None)
     try:
         assert apply_migrations(fresh, MIGRATIONS[:1]) == 1
-        assert apply_migrations(fresh, MIGRATIONS) == 2
+        assert apply_migrations(fresh, MIGRATIONS[:2]) == 2
         assert table_names(fresh) == table_names(conn)
     finally:
         fresh.close()
