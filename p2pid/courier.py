@@ -124,13 +124,16 @@ class Courier:
                     )
                     await self._wait(task, backoff_seconds(failures))
                     continue
-                failures = 0
                 await self._store.write(
                     partial(self._settle, peer_id=peer_id, entries=entries, results=results)
                 )
                 self._on_settled(peer_id, entries, results)
-                if Result.RETRY in results:
-                    await self._wait(task, backoff_seconds(1))
+                if Result.NO_SESSION in results or Result.RETRY in results:
+                    # Re-keyed or refused for now: a device that keeps refusing is not hammered.
+                    failures += 1
+                    await self._wait(task, backoff_seconds(failures))
+                else:
+                    failures = 0
         finally:
             del self._tasks[peer_id]
             if link is not None:

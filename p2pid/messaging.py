@@ -44,6 +44,7 @@ from p2pid.store.messages import (
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire.events import Event
 from p2pid.wire.messages import (
+    MAX_LAMPORT,
     MAX_RECEIPT_IDS,
     Body,
     ConversationSummary,
@@ -76,6 +77,9 @@ log = logging.getLogger(__name__)
 
 MESSAGE_ID_BYTES = 16
 PREKEYS_PER_REFILL = 5
+# A contact opening session after session (each one asks for a refill) cannot make this device
+# mint one-time keys faster than this.
+REFILL_INTERVAL_MS = 10 * 60 * 1000
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 
@@ -168,6 +172,7 @@ class Messaging:
         self._drops: Counter[str] = Counter()
         self._received = 0
         self._duplicates = 0
+        self._last_refill_ms: dict[bytes, int] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._courier.run(task_status=task_status)
@@ -212,6 +217,9 @@ class Messaging:
         else:  # receipts and keys are not part of the conversation's order
             current = message_queries.get_conversation(conn, recipient_identity)
             lamport = max(1, current.lamport if current else 1)
+        # A contact who sent the largest Lamport value pins the counter there; ties are
+        # ordered by time and id, and nothing we send goes past what a receiver accepts.
+        lamport = min(lamport, MAX_LAMPORT)
         message_id = os.urandom(MESSAGE_ID_BYTES)
         payload = encode_payload(
             Payload(
@@ -256,8 +264,8 @@ class Messaging:
         return row, queued
 
     def _recipients(self, conn: Connection, identity_key: bytes) -> list[_Recipient]:
-        """Every device of the person, and this identity's other devices (none until devices
-        can be linked)."""
+        """Every device of the person's signed device list. (Copies for this identity's own other
+        devices join this list when devices can be linked.)"""
         contact = contact_queries.get_contact(conn, identity_key)
         devices: Sequence[ContactDevice] = contact.devices if contact else ()
         return [
@@ -399,13 +407,19 @@ class Messaging:
             for start in range(0, len(delivered), MAX_RECEIPT_IDS):
                 receipt = DeliveryReceipt(message_ids=delivered[start : start + MAX_RECEIPT_IDS])
                 outcome.kick.update(self._compose(conn, contact.identity_key, receipt, now)[1])
-            if refill:
+            if refill and self._refill_due(contact.identity_key, now):
                 prekeys = publish_one_time_keys(
                     conn, self._vault_key, self._device_key, PREKEYS_PER_REFILL
                 )
                 refill_body = PrekeyRefill(prekeys=prekeys)
                 outcome.kick.update(self._compose(conn, contact.identity_key, refill_body, now)[1])
         return outcome
+
+    def _refill_due(self, identity_key: bytes, now: int) -> bool:
+        if now - self._last_refill_ms.get(identity_key, 0) < REFILL_INTERVAL_MS:
+            return False
+        self._last_refill_ms[identity_key] = now
+        return True
 
     def _accept_one(
         self,

@@ -418,6 +418,10 @@ class Node:
     async def block_contact(self, reference: str, blocked: bool) -> ContactSummary:
         row = await self.contacts.find(reference)
         await self.contacts.set_blocked(row.identity_key, blocked)
+        if blocked:  # nothing more goes to them, queued messages and receipts included
+            await self.store.write(
+                lambda conn: message_queries.drop_outbox_for_identity(conn, row.identity_key)
+            )
         return await self.contact(identity_id_from_public_key(row.identity_key))
 
     async def _summary(self, row: ContactRow) -> ContactSummary:

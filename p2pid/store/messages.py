@@ -350,24 +350,23 @@ def mark_read_up_to(
     nothing changes. Returns the changed messages in display order.
     """
     _check_bytes(up_to, MESSAGE_ID_BYTES, "message id")
-    with savepoint(conn, "mark_read_up_to"):
-        target = conn.execute(
-            "SELECT conversation_id, lamport, sent_at FROM messages"
-            " WHERE message_id = ? AND outgoing = 1"
-            " AND conversation_id = (SELECT id FROM conversations WHERE peer_identity = ?)",
-            (up_to, by_identity),
-        ).fetchone()
-        if target is None:
-            return []
-        conversation_id, lamport, sent_at = int(target[0]), int(target[1]), int(target[2])
-        changed = _update_messages(
-            conn,
-            "UPDATE messages INDEXED BY messages_outgoing_unread SET state = 'read', state_at = ?"
-            " WHERE conversation_id = ? AND outgoing = 1 AND state <> 'read'"
-            " AND (lamport, sent_at, message_id) <= (?, ?, ?)",
-            (now_ms, conversation_id, lamport, sent_at, up_to),
-            by_identity,
-        )
+    target = conn.execute(
+        "SELECT conversation_id, lamport, sent_at FROM messages"
+        " WHERE message_id = ? AND outgoing = 1"
+        " AND conversation_id = (SELECT id FROM conversations WHERE peer_identity = ?)",
+        (up_to, by_identity),
+    ).fetchone()
+    if target is None:
+        return []
+    conversation_id, lamport, sent_at = int(target[0]), int(target[1]), int(target[2])
+    changed = _update_messages(
+        conn,
+        "UPDATE messages INDEXED BY messages_outgoing_unread SET state = 'read', state_at = ?"
+        " WHERE conversation_id = ? AND outgoing = 1 AND state <> 'read'"
+        " AND (lamport, sent_at, message_id) <= (?, ?, ?)",
+        (now_ms, conversation_id, lamport, sent_at, up_to),
+        by_identity,
+    )
     return _in_display_order(changed)
 
 

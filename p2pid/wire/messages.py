@@ -127,7 +127,7 @@ Body = Text | DeliveryReceipt | ReadReceipt | PrekeyRefill
 class Payload(msgspec.Struct, frozen=True, kw_only=True):
     message_id: MessageId  # equals the envelope's
     sender_identity: Key  # equals the envelope's
-    recipient_identity: Key  # the person written to (for a sibling copy: still that person)
+    recipient_identity: Key  # the person written to
     sent_at_ms: Millis  # the sender's clock: shown, never trusted for order
     lamport: Lamport  # per conversation: max(seen) + 1; orders the conversation
     body: Body
@@ -187,7 +187,7 @@ class MessageView(msgspec.Struct, kw_only=True):
 
 
 class MessageReceived(Event, tag="message.received"):
-    """A message was committed here: from a contact, or a copy of one my other device sent."""
+    """A message from a contact was committed here."""
 
     conversation_id: str  # the contact's identity id
     name: str  # what I call the contact
