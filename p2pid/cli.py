@@ -668,7 +668,7 @@ def format_profile(fields: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-STATE_MARKS = {"pending": "·", "delivered": "✓", "read": "✓✓", "unread": "•"}
+STATE_MARKS = {"pending": "·", "delivered": "✓", "read": "✓✓", "failed": "✗", "unread": "•"}
 
 
 def format_clock(ms: int) -> str:

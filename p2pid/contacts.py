@@ -146,8 +146,10 @@ def publish_one_time_keys(
     if identity is None:
         raise ContactsError("invalid", "the store holds no local identity")
     account = OlmAccount.from_pickle(identity.olm_account, vault_key)
-    published = account.publish_prekeys(count)
+    published = account.publish_prekeys(count, queries.load_fallback_key(conn))
     queries.update_olm_account(conn, account.pickle())
+    if published.fallback_key is not None:
+        queries.save_fallback_key(conn, published.fallback_key)
     return DevicePrekeys(
         device_key=device_key,
         one_time_keys=published.one_time_keys,

@@ -41,8 +41,9 @@ FINAL_RESULTS = frozenset({Result.STORED, Result.DUPLICATE, Result.REJECTED})
 # Called inside a store write with the device's entries that came back NO_SESSION: re-encrypt
 # them (and what follows them in the outbox) under a new session.
 Rekey = Callable[[Connection, str, Sequence[OutboxEntry]], None]
-# Called after a batch's results are committed.
-OnSettled = Callable[[str, Sequence[OutboxEntry], Sequence[Result]], None]
+# Called inside the same store write with the entries the device refused for good (already
+# out of the outbox); returns what to do once that write is committed (e.g. announce it).
+GiveUp = Callable[[Connection, str, Sequence[OutboxEntry]], Callable[[], None]]
 
 
 def backoff_seconds(failures: int) -> float:
@@ -58,13 +59,11 @@ class _DeviceTask:
 
 
 class Courier:
-    def __init__(
-        self, *, store: TrioStore, net: NetHost, rekey: Rekey, on_settled: OnSettled
-    ) -> None:
+    def __init__(self, *, store: TrioStore, net: NetHost, rekey: Rekey, give_up: GiveUp) -> None:
         self._store = store
         self._net = net
         self._rekey = rekey
-        self._on_settled = on_settled
+        self._give_up = give_up
         self._tasks: dict[str, _DeviceTask] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -124,10 +123,10 @@ class Courier:
                     )
                     await self._wait(task, backoff_seconds(failures))
                     continue
-                await self._store.write(
+                after_commit = await self._store.write(
                     partial(self._settle, peer_id=peer_id, entries=entries, results=results)
                 )
-                self._on_settled(peer_id, entries, results)
+                after_commit()
                 if Result.NO_SESSION in results or Result.RETRY in results:
                     # Re-keyed or refused for now: a device that keeps refusing is not hammered.
                     failures += 1
@@ -149,7 +148,7 @@ class Courier:
         peer_id: str,
         entries: Sequence[OutboxEntry],
         results: Sequence[Result],
-    ) -> None:
+    ) -> Callable[[], None]:
         answered = list(zip(entries, results, strict=True))
         done = [entry.id for entry, result in answered if result in FINAL_RESULTS]
         message_queries.remove_from_outbox(conn, done)
@@ -158,3 +157,9 @@ class Courier:
         no_session = [entry for entry, result in answered if result is Result.NO_SESSION]
         if no_session:
             self._rekey(conn, peer_id, no_session)
+        refused = [entry for entry, result in answered if result is Result.REJECTED]
+        return self._give_up(conn, peer_id, refused) if refused else _nothing
+
+
+def _nothing() -> None:
+    pass

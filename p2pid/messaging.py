@@ -166,9 +166,7 @@ class Messaging:
         self._publish = publish
         self._identity_key = keys.identity_public_key
         self._device_key = keys.device_public_key
-        self._courier = Courier(
-            store=store, net=net, rekey=self._rekey, on_settled=self._on_settled
-        )
+        self._courier = Courier(store=store, net=net, rekey=self._rekey, give_up=self._give_up)
         self._drops: Counter[str] = Counter()
         self._received = 0
         self._duplicates = 0
@@ -356,12 +354,24 @@ class Messaging:
             message_queries.replace_envelope(conn, entry.id, envelope, session.session_id)
         log.info("re-keyed the Olm session with %s", peer_id)
 
-    def _on_settled(
-        self, peer_id: str, entries: Sequence[OutboxEntry], results: Sequence[Result]
-    ) -> None:
-        refused = sum(1 for result in results if result is Result.REJECTED)
-        if refused:
-            log.warning("%s refused %d envelopes for good", peer_id, refused)
+    def _give_up(
+        self, conn: Connection, peer_id: str, refused: Sequence[OutboxEntry]
+    ) -> Callable[[], None]:
+        """The device refused these for good: a message no device is left to take is failed."""
+        log.warning("%s refused %d envelope(s) for good", peer_id, len(refused))
+        now = now_ms()
+        failed = [
+            row
+            for entry in refused
+            if (row := message_queries.mark_failed_if_undeliverable(conn, entry.message_id, now))
+        ]
+        events = _state_events(failed, "failed")
+
+        def announce() -> None:
+            for event in events:
+                self._publish(event)
+
+        return announce
 
     # -- receiving -----------------------------------------------------------------------------
 

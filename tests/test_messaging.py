@@ -291,3 +291,43 @@ async def test_replayed_reordered_tampered_and_forged_envelopes(tmp_path: Path) 
             stats = await alice_node.message_stats()
             assert stats.dropped["malformed"] == 2
             assert await texts(alice, "Bob") == [f"genuine {n}" for n in range(5)]
+
+
+async def test_a_message_no_device_will_take_is_marked_failed(tmp_path: Path) -> None:
+    async with (
+        person(tmp_path, "Alice") as alice,
+        person(tmp_path, "Bob") as bob,
+        node_of(alice),
+        node_of(bob),
+    ):
+        await befriend(alice, bob)
+        await bob.running.remove_contact("Alice")  # Alice does not know
+        sent = await alice.running.send("Bob", "are you there?")
+        failed = await alice.next_event(MessageStateChanged)
+        assert failed.state == "failed" and failed.message_ids == [sent.message_id]
+        [shown] = (await alice.running.messages("Bob", 10, None, mark_read=False)).messages
+        assert shown.state == "failed"
+        assert (await alice.running.message_stats()).pending_outbox == 0
+        assert (await bob.running.message_stats()).dropped == {"not_contact": 1}
+
+
+async def test_every_contact_gets_the_same_fallback_key(tmp_path: Path) -> None:
+    async with (
+        person(tmp_path, "Alice") as alice,
+        person(tmp_path, "Bob") as bob,
+        person(tmp_path, "Carol") as carol,
+        node_of(alice),
+        node_of(bob),
+        node_of(carol),
+    ):
+        await befriend(alice, bob)
+        await befriend(alice, carol)
+        held = []
+        for holder in (bob, carol):
+            row = await holder.store.read(
+                lambda conn: get_contact(conn, alice.keys.identity_public_key)
+            )
+            assert row is not None
+            held.append(row.devices[0].fallback_key)
+        # vodozemac keeps two fallback keys: one per card would soon strand older contacts.
+        assert held[0] is not None and held[0] == held[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -159,9 +159,25 @@ def walk_back(conn: Connection, conversation_id: int, size: int) -> list[Message
     return [row for chunk in reversed(pages) for row in chunk]
 
 
-def plan(conn: Connection, sql: str, parameters: tuple[object, ...]) -> str:
+def plan(conn: Connection, sql: str, parameters: tuple[object, ...] = ()) -> str:
     rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", parameters).fetchall()
     return "\n".join(str(row[3]) for row in rows)
+
+
+def explain_what_runs(conn: Connection, call: Callable[[], object], marker: str = "") -> str:
+    """The query plan of the statement `call` runs that contains `marker` (and is the only one)."""
+    executed: list[str] = []
+    set_trace = getattr(conn, "set_trace_callback")  # noqa: B009 - not in the Connection Protocol
+    set_trace(executed.append)
+    try:
+        call()
+    finally:
+        set_trace(None)
+    statements = [
+        sql for sql in executed if marker in sql and not sql.startswith(("SAVEPOINT", "RELEASE"))
+    ]
+    assert len(statements) == 1, executed
+    return plan(conn, statements[0])  # the trace shows it with its parameters bound
 
 
 def bodies(rows: list[MessageRow]) -> list[str]:
@@ -226,7 +242,8 @@ def test_the_schema_refuses_inconsistent_rows(conn: Connection) -> None:
     conversation = conversation_id_for(conn, ALICE, NOW_MS)
     columns = (
         "INSERT INTO messages (conversation_id, message_id, sender_identity, sender_device,"
-        " outgoing, body, lamport, sent_at, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " outgoing, body, lamport, sent_at, received_at, state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     for outgoing, state in [(1, "unread"), (0, "pending"), (0, "delivered"), (1, "sent")]:
         with pytest.raises(sqlcipher.IntegrityError):
@@ -346,22 +363,12 @@ def test_pages_walk_back_through_every_message_once_in_display_order(conn: Conne
 
 def test_a_page_is_an_index_search_without_sorting(conn: Connection) -> None:
     conversation = conversation_id_for(conn, ALICE, NOW_MS)
-    sql = (
-        "SELECT m.* FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-        " WHERE m.conversation_id = ? AND (m.lamport, m.sent_at, m.message_id) < (?, ?, ?)"
-        " ORDER BY m.lamport DESC, m.sent_at DESC, m.message_id DESC LIMIT ?"
-    )
-    executed: list[str] = []
-    conn_trace = getattr(conn, "set_trace_callback")  # noqa: B009 - not in the Protocol
-    conn_trace(executed.append)
-    try:
-        page(conn, conversation, 50, Cursor(5, NOW_MS, mid(1)))
-    finally:
-        conn_trace(None)
-    assert any("(m.lamport, m.sent_at, m.message_id) < (?, ?, ?)" in s for s in executed)
-    found = plan(conn, sql, (conversation, 5, NOW_MS, mid(1), 50))
-    assert "SEARCH m USING INDEX messages_order (conversation_id=? AND (lamport,sent_at," in found
-    assert "TEMP B-TREE" not in found
+    for before in (None, Cursor(5, NOW_MS, mid(1))):
+        found = explain_what_runs(conn, partial(page, conn, conversation, 50, before), "ORDER BY")
+        assert "SEARCH m USING INDEX messages_order (conversation_id=?" in found
+        assert "TEMP B-TREE" not in found
+    found = explain_what_runs(conn, partial(page, conn, conversation, 50, Cursor(5, 6, mid(1))))
+    assert "(conversation_id=? AND (lamport,sent_at,message_id)<(?,?,?))" in found
 
 
 @settings(max_examples=60, deadline=None)
@@ -377,7 +384,11 @@ def test_pages_follow_the_display_order_for_any_clocks(
     conversation = conversation_id_for(shared_conn, fresh_identity(), NOW_MS)
     for lamport, sent_at in keys:
         message_id = os.urandom(16)
-        add(shared_conn, conversation, message(0, lamport=lamport, sent_at=sent_at, message_id=message_id))
+        add(
+            shared_conn,
+            conversation,
+            message(0, lamport=lamport, sent_at=sent_at, message_id=message_id),
+        )
     walked = walk_back(shared_conn, conversation, size)
     assert [order_key(row) for row in walked] == sorted(order_key(row) for row in walked)
     assert len({row.message_id for row in walked}) == len(walked) == len(keys)
@@ -459,6 +470,21 @@ def test_malformed_searches_fall_back_to_quoted_words(chat: tuple[Connection, in
     assert search(conn, "!!! ???") == []
 
 
+def test_a_search_within_a_conversation_stays_within_it(
+    chat: tuple[Connection, int, int],
+) -> None:
+    conn, alice, bob = chat
+    # The conversation filter is a token of the full-text index: the user's words never
+    # match it, and unbalanced parentheses cannot escape from it.
+    assert search(conn, str(alice)) == search(conn, str(bob)) == []
+    for text in ["hello) OR (hello", "hello)) OR ((hello", 'hello") OR ("hello', "world) OR x:("]:
+        found = search(conn, text, conversation_id=bob)
+        assert {row.conversation_id for row in found} <= {bob}, text
+    assert bodies(search(conn, "(hello OR dessert) NOT bob", conversation_id=bob)) == [
+        "Crème brûlée for dessert"
+    ]
+
+
 def test_an_empty_search_is_refused(conn: Connection) -> None:
     for text in ["", "   \n"]:
         with pytest.raises(InvalidSearchError, match="empty"):
@@ -471,6 +497,8 @@ def test_the_index_follows_edits_and_deletes(chat: tuple[Connection, int, int]) 
     assert bodies(search(conn, "goodbye")) == ["goodbye world"]
     assert "hello there" not in bodies(search(conn, "there"))
     conn.execute("UPDATE messages SET state = 'read' WHERE message_id = ?", (mid(2),))
+    conn.execute("UPDATE messages SET conversation_id = ? WHERE message_id = ?", (bob, mid(4)))
+    assert bodies(search(conn, "cafe", conversation_id=bob)) == ["Meet at the café at noon"]
     conn.execute("DELETE FROM messages WHERE message_id = ?", (mid(1),))
     assert bodies(search(conn, "hello world")) == ["world hello"]
     conn.execute("DELETE FROM conversations WHERE id = ?", (bob,))  # cascades to its messages
@@ -481,18 +509,14 @@ def test_the_index_follows_edits_and_deletes(chat: tuple[Connection, int, int]) 
 
 def test_a_search_runs_newest_first_from_the_full_text_index(conn: Connection) -> None:
     conversation = conversation_id_for(conn, ALICE, NOW_MS)
-    executed: list[str] = []
-    set_trace = getattr(conn, "set_trace_callback")  # noqa: B009 - not in the Protocol
-    set_trace(executed.append)
-    try:
-        search(conn, "hello", conversation)
-    finally:
-        set_trace(None)
-    (sql,) = [s for s in executed if "MATCH" in s]
-    found = plan(conn, sql.replace("'hello'", "?").replace(f"= {conversation}", "= ?"), ())
-    first = found.splitlines()[0]
-    assert first.startswith("SCAN f VIRTUAL TABLE"), found
-    assert "TEMP B-TREE" not in found
+    for within in (None, conversation):
+        found = explain_what_runs(conn, partial(search, conn, "hello", within), "MATCH")
+        lines = found.splitlines()
+        # The full-text index drives the loop (each match, newest first, then its message),
+        # rather than every message of the conversation probing the index.
+        outer = next(i for i, line in enumerate(lines) if line.startswith("SCAN f VIRTUAL TABLE"))
+        assert lines[outer + 1] == "SEARCH m USING INTEGER PRIMARY KEY (rowid=?)", found
+        assert "TEMP B-TREE" not in found
 
 
 # --- read and delivery states -------------------------------------------------------------
@@ -527,13 +551,10 @@ def test_mark_read_reads_every_unread_incoming_message(conn: Connection) -> None
 
 
 def test_mark_read_only_visits_unread_rows(conn: Connection) -> None:
-    found = plan(
-        conn,
-        "UPDATE messages INDEXED BY messages_unread SET state = 'read', state_at = ?"
-        " WHERE conversation_id = ? AND state = 'unread'",
-        (1, 1),
-    )
-    assert "messages_unread" in found
+    conversation = conversation_id_for(conn, ALICE, NOW_MS)
+    add(conn, conversation, message(1))
+    found = explain_what_runs(conn, partial(mark_read, conn, conversation, NOW_MS), "'unread'")
+    assert "USING COVERING INDEX messages_unread (conversation_id=?)" in found
 
 
 def test_delivery_receipts_only_touch_my_pending_messages_to_that_peer(
@@ -591,20 +612,19 @@ def test_read_up_to_follows_the_display_order(conn: Connection) -> None:
 
 
 def test_read_up_to_only_visits_messages_not_read_yet(conn: Connection) -> None:
-    found = plan(
-        conn,
-        "UPDATE messages INDEXED BY messages_outgoing_unread SET state = 'read', state_at = ?"
-        " WHERE conversation_id = ? AND outgoing = 1 AND state <> 'read'"
-        " AND (lamport, sent_at, message_id) <= (?, ?, ?)",
-        (1, 1, 1, 1, mid(1)),
-    )
+    conversation = conversation_id_for(conn, ALICE, NOW_MS)
+    add(conn, conversation, message(1, outgoing=True))
+    call = partial(mark_read_up_to, conn, mid(1), ALICE, NOW_MS)
+    found = explain_what_runs(conn, call, "UPDATE")
     assert "SEARCH messages USING INDEX messages_outgoing_unread (conversation_id=? AND" in found
 
 
 # --- the outbox ---------------------------------------------------------------------------
 
 
-def entry(n: int, device: str = ALICE_DEVICE, size: int = 10, identity: bytes = ALICE) -> NewOutboxEntry:
+def entry(
+    n: int, device: str = ALICE_DEVICE, size: int = 10, identity: bytes = ALICE
+) -> NewOutboxEntry:
     return NewOutboxEntry(
         message_id=mid(n),
         recipient_identity=identity,
@@ -636,11 +656,15 @@ def test_the_outbox_is_first_in_first_out_per_device(conn: Connection) -> None:
 def test_a_batch_stops_before_max_bytes_but_holds_at_least_one(conn: Connection) -> None:
     for n, size in enumerate([40, 30, 30, 10], start=1):
         enqueue(conn, entry(n, size=size))
-    sizes = lambda entries: [len(item.envelope) for item in entries]  # noqa: E731
-    assert sizes(pending_for_device(conn, ALICE_DEVICE, 10, max_bytes=100)) == [40, 30, 30]
-    assert sizes(pending_for_device(conn, ALICE_DEVICE, 10, max_bytes=99)) == [40, 30]
-    assert sizes(pending_for_device(conn, ALICE_DEVICE, 10, max_bytes=5)) == [40]
-    assert sizes(pending_for_device(conn, ALICE_DEVICE, 2, max_bytes=1000)) == [40, 30]
+
+    def sizes(limit: int, max_bytes: int) -> list[int]:
+        entries = pending_for_device(conn, ALICE_DEVICE, limit, max_bytes=max_bytes)
+        return [len(item.envelope) for item in entries]
+
+    assert sizes(10, max_bytes=100) == [40, 30, 30]
+    assert sizes(10, max_bytes=99) == [40, 30]
+    assert sizes(10, max_bytes=5) == [40]
+    assert sizes(2, max_bytes=1000) == [40, 30]
 
 
 def test_outbox_attempts_replacements_and_removal(conn: Connection) -> None:
@@ -702,10 +726,14 @@ def test_received_envelopes_are_recorded_once(conn: Connection) -> None:
 
 async def test_messages_through_the_trio_store(db_path: Path, key: bytes) -> None:
     async with TrioStore.open(db_path, key, create=True) as store:
-        conversation = await store.write(partial(conversation_id_for, peer_identity=ALICE, now_ms=1))
+        conversation = await store.write(
+            partial(conversation_id_for, peer_identity=ALICE, now_ms=1)
+        )
         lamport = await store.write(partial(next_lamport, conversation_id=conversation))
         new = message(1, lamport=lamport, outgoing=True, body="sent through trio")
-        stored = await store.write(partial(insert_message, conversation_id=conversation, message=new))
+        stored = await store.write(
+            partial(insert_message, conversation_id=conversation, message=new)
+        )
         assert stored is not None
         assert await store.read(partial(page, conversation_id=conversation, limit=10)) == [stored]
         assert await store.read(partial(search, query="trio")) == [stored]

@@ -42,15 +42,20 @@ class OlmAccount:
     def ed25519(self) -> str:
         return self._account.ed25519_key.to_base64()
 
-    def publish_prekeys(self, one_time_key_count: int) -> PublishedPrekeys:
-        """Fresh one-time keys (and a fallback key if there is none), marked published."""
+    def publish_prekeys(
+        self, one_time_key_count: int, current_fallback_key: str | None
+    ) -> PublishedPrekeys:
+        """Fresh one-time keys, marked published, and the fallback key: the current one, or a
+        new one if there is none (vodozemac lists a fallback key only until it is published,
+        so the caller keeps the current one and passes it back)."""
         self._account.generate_one_time_keys(one_time_key_count)
-        if not self._with_fallback.fallback_key:
+        fallback_key = current_fallback_key
+        if fallback_key is None:
             self._with_fallback.generate_fallback_key()
+            [fallback_key] = [key.to_base64() for key in self._with_fallback.fallback_key.values()]
         one_time_keys = [key.to_base64() for key in self._account.one_time_keys.values()]
-        fallback = [key.to_base64() for key in self._with_fallback.fallback_key.values()]
         self._account.mark_keys_as_published()
-        return PublishedPrekeys(one_time_keys, fallback[0] if fallback else None)
+        return PublishedPrekeys(one_time_keys, fallback_key)
 
     def open_outbound(self, peer_curve25519: str, peer_prekey: str) -> OlmSession:
         """A session with a device, from its identity key and a one-time or fallback key."""

@@ -23,7 +23,7 @@ from p2pid.store.db import Connection, StoreError, savepoint
 IDENTITY_KEY_BYTES = 32
 MESSAGE_ID_BYTES = 16
 
-OUTGOING_STATES: frozenset[str] = frozenset({"pending", "delivered", "read"})
+OUTGOING_STATES: frozenset[str] = frozenset({"pending", "delivered", "read", "failed"})
 INCOMING_STATES: frozenset[str] = frozenset({"unread", "read"})
 
 # Enough below SQLite's limit on bound parameters for any statement built here.
@@ -259,8 +259,8 @@ def search(
     """Messages whose body matches `query`, newest stored first (highest rowid).
 
     `query` is FTS5 syntax (words, "phrases", prefix*, AND / OR / NOT, NEAR); text that does
-    not parse is searched again with each whitespace-separated word quoted, so plain text
-    works. InvalidSearchError if neither runs.
+    not parse is searched again with each whitespace-separated word quoted (a trailing * kept
+    as a prefix search), so plain text works. InvalidSearchError if neither runs.
     """
     _check_limit(limit)
     if not query.strip():
@@ -268,7 +268,7 @@ def search(
     sql = (
         f"SELECT {_MESSAGE_COLUMNS} FROM messages_fts f"
         # CROSS JOIN keeps the full-text index the outer loop (newest match first, stop at
-        # `limit`); otherwise SQLite may walk the whole conversation and probe it per message.
+        # `limit`); otherwise SQLite may walk the conversation and probe the index per message.
         " CROSS JOIN messages m ON m.id = f.rowid"
         " JOIN conversations c ON c.id = m.conversation_id"
         " WHERE messages_fts MATCH ?"
@@ -278,13 +278,15 @@ def search(
         sql += " AND m.conversation_id = ?"
         parameters = (conversation_id,)
     sql += " ORDER BY f.rowid DESC LIMIT ?"
+    if _self_contained(query):
+        try:
+            expression = _match_expression(query, conversation_id)
+            return _search_once(conn, sql, (expression, *parameters, limit))
+        except InvalidSearchError:
+            pass
+    expression = _match_expression(_quote_words(query), conversation_id)
     try:
-        return _search_once(conn, sql, (query, *parameters, limit))
-    except InvalidSearchError:
-        pass
-    quoted = _quote_words(query)
-    try:
-        return _search_once(conn, sql, (quoted, *parameters, limit))
+        return _search_once(conn, sql, (expression, *parameters, limit))
     except InvalidSearchError as exc:
         raise InvalidSearchError(f"cannot search for {query!r}: {exc}") from None
 
@@ -318,7 +320,8 @@ def mark_read(conn: Connection, conversation_id: int, now_ms: int) -> MessageRow
 def mark_delivered(
     conn: Connection, message_ids: Sequence[bytes], by_identity: bytes, now_ms: int
 ) -> list[MessageRow]:
-    """Pending outgoing messages of the conversation with `by_identity` -> 'delivered'.
+    """Pending (or failed) outgoing messages of the conversation with `by_identity` ->
+    'delivered'.
 
     Ids of other conversations, incoming messages and messages past 'pending' are ignored.
     Returns the changed messages in display order.
@@ -333,7 +336,8 @@ def mark_delivered(
             changed += _update_messages(
                 conn,
                 "UPDATE messages SET state = 'delivered', state_at = ?"
-                f" WHERE message_id IN ({marks}) AND outgoing = 1 AND state = 'pending'"
+                f" WHERE message_id IN ({marks}) AND outgoing = 1"
+                " AND state IN ('pending', 'failed')"
                 " AND conversation_id = (SELECT id FROM conversations WHERE peer_identity = ?)",
                 (now_ms, *chunk, by_identity),
                 by_identity,
@@ -368,6 +372,30 @@ def mark_read_up_to(
         by_identity,
     )
     return _in_display_order(changed)
+
+
+def mark_failed_if_undeliverable(
+    conn: Connection, message_id: bytes, now_ms: int
+) -> MessageRow | None:
+    """A pending outgoing message none of whose envelopes is left in the outbox (every device
+    refused it) -> 'failed'. The changed message, or None."""
+    _check_bytes(message_id, MESSAGE_ID_BYTES, "message id")
+    if conn.execute("SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)).fetchone():
+        return None
+    row = conn.execute(
+        "SELECT c.peer_identity FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+        " WHERE m.message_id = ? AND m.outgoing = 1 AND m.state = 'pending'",
+        (message_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    [changed] = _update_messages(
+        conn,
+        "UPDATE messages SET state = 'failed', state_at = ? WHERE message_id = ?",
+        (now_ms, message_id),
+        bytes(row[0]),
+    )
+    return changed
 
 
 # --- the outbox ---------------------------------------------------------------------------
@@ -712,6 +740,29 @@ def _search_once(conn: Connection, sql: str, parameters: tuple[object, ...]) -> 
             raise InvalidSearchError(str(exc)) from None
         raise
     return [_message_row(row) for row in rows]
+
+
+def _match_expression(query: str, conversation_id: int | None) -> str:
+    """The user's query on the body column, within the conversation's messages if given."""
+    expression = f"(body : ({query}))"
+    if conversation_id is None:
+        return expression
+    return f'conversation_id : "{int(conversation_id)}" AND {expression}'
+
+
+def _self_contained(query: str) -> bool:
+    """Whether the parentheses outside "strings" balance and every string is closed: only
+    then can the query be put inside another expression without escaping from it."""
+    depth = 0
+    in_string = False
+    for char in query:
+        if char == '"':
+            in_string = not in_string  # "" inside a string (an escaped quote) toggles twice
+        elif not in_string and char in "()":
+            depth += 1 if char == "(" else -1
+            if depth < 0:
+                return False
+    return depth == 0 and not in_string
 
 
 def _quote_words(query: str) -> str:

@@ -241,9 +241,10 @@ MIGRATIONS: tuple[Migration, ...] = (
                 lamport INTEGER NOT NULL CHECK (lamport >= 1),
                 sent_at INTEGER NOT NULL,
                 received_at INTEGER NOT NULL,
-                state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'read', 'unread')),
+                state TEXT NOT NULL
+                    CHECK (state IN ('pending', 'delivered', 'read', 'failed', 'unread')),
                 state_at INTEGER,
-                CHECK (CASE WHEN outgoing THEN state IN ('pending', 'delivered', 'read')
+                CHECK (CASE WHEN outgoing THEN state IN ('pending', 'delivered', 'read', 'failed')
                             ELSE state IN ('unread', 'read') END)
             )
             """,
@@ -259,10 +260,13 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE outgoing = 1 AND state <> 'read'
             """,
             # Full-text search over the bodies: an external content table kept in sync by
-            # triggers (https://sqlite.org/fts5.html#external_content_tables).
+            # triggers (https://sqlite.org/fts5.html#external_content_tables). The conversation
+            # id is indexed too, as a token: a search within a conversation is then an AND of
+            # two doclists, instead of a walk through every match in every conversation.
             """
             CREATE VIRTUAL TABLE messages_fts USING fts5 (
                 body,
+                conversation_id,
                 content = 'messages',
                 content_rowid = 'id',
                 tokenize = 'unicode61 remove_diacritics 2'
@@ -270,20 +274,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
             """
             CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-                INSERT INTO messages_fts (rowid, body) VALUES (new.id, new.body);
+                INSERT INTO messages_fts (rowid, body, conversation_id)
+                    VALUES (new.id, new.body, new.conversation_id);
             END
             """,
             """
             CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-                INSERT INTO messages_fts (messages_fts, rowid, body)
-                    VALUES ('delete', old.id, old.body);
+                INSERT INTO messages_fts (messages_fts, rowid, body, conversation_id)
+                    VALUES ('delete', old.id, old.body, old.conversation_id);
             END
             """,
             """
-            CREATE TRIGGER messages_fts_update AFTER UPDATE OF body ON messages BEGIN
-                INSERT INTO messages_fts (messages_fts, rowid, body)
-                    VALUES ('delete', old.id, old.body);
-                INSERT INTO messages_fts (rowid, body) VALUES (new.id, new.body);
+            CREATE TRIGGER messages_fts_update AFTER UPDATE OF body, conversation_id ON messages
+            BEGIN
+                INSERT INTO messages_fts (messages_fts, rowid, body, conversation_id)
+                    VALUES ('delete', old.id, old.body, old.conversation_id);
+                INSERT INTO messages_fts (rowid, body, conversation_id)
+                    VALUES (new.id, new.body, new.conversation_id);
             END
             """,
             # What is still to be sent, one row per message and recipient device, FIFO by id.
@@ -326,6 +333,10 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (sender_device, message_id)
             ) WITHOUT ROWID
             """,
+            "CREATE INDEX received_envelopes_age ON received_envelopes (received_at)",
+            # The fallback key this device hands out (base64 Curve25519), reused until it is
+            # rotated: vodozemac keeps only the current and the previous one.
+            "ALTER TABLE local_identity ADD COLUMN olm_fallback_key TEXT",
         ),
     ),
 )

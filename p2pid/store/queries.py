@@ -89,6 +89,16 @@ def update_olm_account(conn: Connection, olm_account: str) -> None:
         raise StoreError("no local identity to update")
 
 
+def load_fallback_key(conn: Connection) -> str | None:
+    """The Olm fallback key this device hands out (base64), if it has one yet."""
+    row = conn.execute("SELECT olm_fallback_key FROM local_identity WHERE id = 1").fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def save_fallback_key(conn: Connection, fallback_key: str) -> None:
+    conn.execute("UPDATE local_identity SET olm_fallback_key = ? WHERE id = 1", (fallback_key,))
+
+
 def upsert_peer_seen(
     conn: Connection,
     peer_id: str,

@@ -180,7 +180,7 @@ class MessageView(msgspec.Struct, kw_only=True):
     sent_at_ms: int  # the author's clock
     received_at_ms: int  # this node's clock when stored
     lamport: int
-    state: str  # outgoing: pending | delivered | read; incoming: unread | read
+    state: str  # outgoing: pending | delivered | read | failed; incoming: unread | read
 
 
 # -- events ------------------------------------------------------------------------------------
