@@ -81,6 +81,7 @@ PREKEYS_PER_REFILL = 5
 # mint one-time keys faster than this.
 REFILL_INTERVAL_MS = 10 * 60 * 1000
 MAX_PAGE = 500
+RECEIVED_ENVELOPES_KEPT_MS = 30 * 24 * 3600 * 1000
 DEFAULT_PAGE = 50
 
 
@@ -173,6 +174,8 @@ class Messaging:
         self._last_refill_ms: dict[bytes, int] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cutoff = now_ms() - RECEIVED_ENVELOPES_KEPT_MS
+        await self._store.write(lambda conn: message_queries.prune_received_envelopes(conn, cutoff))
         await self._courier.run(task_status=task_status)
 
     def kick(self, peer_id: str) -> None:

@@ -44,6 +44,7 @@ from p2pid.store.messages import (
     next_lamport,
     page,
     pending_for_device,
+    prune_received_envelopes,
     record_envelope,
     remove_from_outbox,
     replace_envelope,
@@ -738,3 +739,13 @@ async def test_messages_through_the_trio_store(db_path: Path, key: bytes) -> Non
         assert await store.read(partial(page, conversation_id=conversation, limit=10)) == [stored]
         assert await store.read(partial(search, query="trio")) == [stored]
         assert await store.read(list_conversations)
+
+
+def test_received_envelopes_are_pruned_by_age(conn: Connection) -> None:
+    sender = "12D3KooWSender"
+    old, new = os.urandom(16), os.urandom(16)
+    assert record_envelope(conn, sender, old, 1_000)
+    assert record_envelope(conn, sender, new, 5_000)
+    assert prune_received_envelopes(conn, 2_000) == 1
+    assert not envelope_seen(conn, sender, old)
+    assert envelope_seen(conn, sender, new)

@@ -601,6 +601,14 @@ def envelope_seen(conn: Connection, sender_device: str, message_id: bytes) -> bo
     return row is not None
 
 
+def prune_received_envelopes(conn: Connection, before_ms: int) -> int:
+    """Forget envelopes received before `before_ms`. Safe for texts (their message ids stay
+    unique in the history) and receipts (applying one twice changes nothing)."""
+    return conn.execute(
+        "DELETE FROM received_envelopes WHERE received_at < ?", (before_ms,)
+    ).rowcount
+
+
 # --- helpers ------------------------------------------------------------------------------
 
 
