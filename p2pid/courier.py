@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 60.0
+MAX_DOUBLINGS = 7  # 0.5 s * 2**7 is past the cap already
 IDLE_LINK_SECONDS = 30.0  # an idle stream is kept this long for the next message
 
 EXPECTED_FAILURES = (NetError, MessageProtocolError, trio.TooSlowError, trio.BrokenResourceError)
@@ -48,7 +49,8 @@ GiveUp = Callable[[Connection, str, Sequence[OutboxEntry]], Callable[[], None]]
 
 def backoff_seconds(failures: int) -> float:
     """0.5 s, 1 s, 2 s, ... up to a minute, each with up to +-25 % jitter."""
-    base = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0 ** max(0, failures - 1))
+    doublings = min(max(0, failures - 1), MAX_DOUBLINGS)
+    base = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0**doublings)
     jitter: float = random.uniform(0.75, 1.25)
     return base * jitter
 
@@ -56,6 +58,7 @@ def backoff_seconds(failures: int) -> float:
 @dataclass
 class _DeviceTask:
     wake: trio.Event = field(default_factory=trio.Event)
+    backing_off: bool = False
 
 
 class Courier:
@@ -75,11 +78,14 @@ class Courier:
             task_status.started()
             await trio.sleep_forever()
 
-    def kick(self, peer_id: str) -> None:
-        """Deliver to this device now: start its task, or wake it from a backoff or idle wait."""
+    def kick(self, peer_id: str, *, reachable: bool = False) -> None:
+        """Deliver to this device: start its task, or wake it from its idle wait. Only news that
+        the device is `reachable` (it connected, it was discovered) cuts a backoff short: more
+        messages for a device that is away do not make the courier knock harder."""
         task = self._tasks.get(peer_id)
         if task is not None:
-            task.wake.set()
+            if reachable or not task.backing_off:
+                task.wake.set()
         elif self._nursery is not None:
             self._tasks[peer_id] = _DeviceTask()
             self._nursery.start_soon(self._deliver, peer_id)
@@ -88,6 +94,14 @@ class Courier:
         return sorted(self._tasks)
 
     async def _deliver(self, peer_id: str) -> None:
+        try:
+            await self._deliver_until_done(peer_id)
+        except Exception:  # one device's failure never stops the courier; a kick restarts it
+            log.exception("delivery to %s stopped", peer_id)
+        finally:
+            del self._tasks[peer_id]
+
+    async def _deliver_until_done(self, peer_id: str) -> None:
         task = self._tasks[peer_id]
         link: DeliveryLink | None = None
         failures = 0
@@ -111,7 +125,7 @@ class Courier:
                     if link is None:
                         link = await DeliveryLink.open(self._net, peer_id)
                     results = await link.deliver([decode_envelope(e.envelope) for e in entries])
-                except Exception as error:  # one device's failure never stops the courier
+                except Exception as error:  # any failure of this attempt: back off, try again
                     if not isinstance(error, EXPECTED_FAILURES):
                         log.warning("delivery to %s: %s", peer_id, describe_error(error))
                     if link is not None:
@@ -134,13 +148,16 @@ class Courier:
                 else:
                     failures = 0
         finally:
-            del self._tasks[peer_id]
             if link is not None:
                 await link.aclose()
 
     async def _wait(self, task: _DeviceTask, seconds: float) -> None:
-        with trio.move_on_after(seconds):
-            await task.wake.wait()
+        task.backing_off = True
+        try:
+            with trio.move_on_after(seconds):
+                await task.wake.wait()
+        finally:
+            task.backing_off = False
 
     def _settle(
         self,

@@ -39,6 +39,7 @@ from p2pid.store.messages import (
     MessageRow,
     NewMessage,
     NewOutboxEntry,
+    OlmSessionRow,
     OutboxEntry,
 )
 from p2pid.store.trio_store import TrioStore
@@ -82,6 +83,7 @@ PREKEYS_PER_REFILL = 5
 REFILL_INTERVAL_MS = 10 * 60 * 1000
 MAX_PAGE = 500
 RECEIVED_ENVELOPES_KEPT_MS = 30 * 24 * 3600 * 1000
+RECEIPT_COALESCE_SECONDS = 0.02
 DEFAULT_PAGE = 50
 
 
@@ -118,6 +120,7 @@ class _BatchOutcome:
     kick: set[str] = field(default_factory=set)
     received: int = 0
     duplicates: int = 0
+    receipts_owed: bool = False
 
 
 def message_view(row: MessageRow) -> MessageView:
@@ -172,15 +175,40 @@ class Messaging:
         self._received = 0
         self._duplicates = 0
         self._last_refill_ms: dict[bytes, int] = {}
+        self._receipts_owed = trio.Event()
+        self._sessions: dict[str, tuple[str, OlmSession]] = {}  # id -> (its pickle, session)
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cutoff = now_ms() - RECEIVED_ENVELOPES_KEPT_MS
         await self._store.write(lambda conn: message_queries.prune_received_envelopes(conn, cutoff))
-        await self._courier.run(task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._courier.run)
+            nursery.start_soon(self._send_owed_receipts)
+            task_status.started()
+
+    async def _send_owed_receipts(self) -> None:
+        """Delivery receipts go out shortly after the messages they answer were committed:
+        everything received from one person meanwhile is answered by one receipt."""
+        while True:
+            await trio.sleep(RECEIPT_COALESCE_SECONDS)
+            self._receipts_owed = trio.Event()
+            devices = await self._store.write(self._compose_owed_receipts)
+            for peer_id in devices:
+                self._courier.kick(peer_id)
+            await self._receipts_owed.wait()
+
+    def _compose_owed_receipts(self, conn: Connection) -> set[str]:
+        now = now_ms()
+        devices: set[str] = set()
+        for identity_key, message_ids in message_queries.take_owed_receipts(conn).items():
+            for start in range(0, len(message_ids), MAX_RECEIPT_IDS):
+                receipt = DeliveryReceipt(message_ids=message_ids[start : start + MAX_RECEIPT_IDS])
+                devices.update(self._compose(conn, identity_key, receipt, now)[1])
+        return devices
 
     def kick(self, peer_id: str) -> None:
         """The device is reachable now (it connected or was discovered): deliver what waits."""
-        self._courier.kick(peer_id)
+        self._courier.kick(peer_id, reachable=True)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -301,9 +329,7 @@ class Messaging:
         now: int,
     ) -> bytes:
         ciphertext = session.encrypt(payload)
-        message_queries.save_session(
-            conn, session.session_id, recipient.curve25519, session.pickle(), now
-        )
+        self._save_session(conn, session, recipient.curve25519, now)
         return encode_envelope(
             Envelope(
                 message_id=message_id,
@@ -319,11 +345,26 @@ class Messaging:
         """The session used last with the device, or a new one from one of its prekeys."""
         sessions = message_queries.sessions_for(conn, recipient.curve25519)
         if sessions:
-            return OlmSession.from_pickle(sessions[0].pickle, self._vault_key)
+            return self._session(sessions[0])
         prekey = contact_queries.claim_one_time_key(conn, recipient.peer_id)
         if prekey is None:
             raise OlmError(f"device {recipient.peer_id} published no Olm prekeys")
         return self._account(conn).open_outbound(recipient.curve25519, prekey.key)
+
+    def _session(self, row: OlmSessionRow) -> OlmSession:
+        """The stored session; the object kept from its last use if the store holds exactly
+        what that use saved (a rolled-back write leaves the cached object behind: unpickled)."""
+        cached = self._sessions.get(row.session_id)
+        if cached is not None and cached[0] == row.pickle:
+            return cached[1]
+        session = OlmSession.from_pickle(row.pickle, self._vault_key)
+        self._sessions[row.session_id] = (row.pickle, session)
+        return session
+
+    def _save_session(self, conn: Connection, session: OlmSession, curve: str, now: int) -> None:
+        pickle = session.pickle()
+        message_queries.save_session(conn, session.session_id, curve, pickle, now)
+        self._sessions[session.session_id] = (pickle, session)
 
     def _account(self, conn: Connection) -> OlmAccount:
         identity = queries.load_local_identity(conn)
@@ -398,6 +439,8 @@ class Messaging:
             self._publish(event)
         for device in outcome.kick:
             self._courier.kick(device)
+        if outcome.receipts_owed:
+            self._receipts_owed.set()
         return outcome.results
 
     def _accept_batch(
@@ -417,9 +460,9 @@ class Messaging:
                 outcome.drops[refused.reason] += 1
                 outcome.results.append(refused.result)
         if contact is not None:
-            for start in range(0, len(delivered), MAX_RECEIPT_IDS):
-                receipt = DeliveryReceipt(message_ids=delivered[start : start + MAX_RECEIPT_IDS])
-                outcome.kick.update(self._compose(conn, contact.identity_key, receipt, now)[1])
+            for message_id in delivered:
+                message_queries.owe_receipt(conn, contact.identity_key, message_id)
+            outcome.receipts_owed = bool(delivered)
             if refill and self._refill_due(contact.identity_key, now):
                 prekeys = publish_one_time_keys(
                     conn, self._vault_key, self._device_key, PREKEYS_PER_REFILL
@@ -481,14 +524,15 @@ class Messaging:
         ciphertext = OlmCiphertext(int(envelope.olm_type), envelope.body)
         curve = device.olm_curve25519
         for row in message_queries.sessions_for(conn, curve):
-            session = OlmSession.from_pickle(row.pickle, self._vault_key)
+            session = self._session(row)
             if envelope.olm_type is OlmType.PRE_KEY and not session.matches(ciphertext):
                 continue
             try:
                 plaintext = session.decrypt(ciphertext)
             except OlmError:
+                self._sessions.pop(row.session_id, None)
                 continue
-            message_queries.save_session(conn, session.session_id, curve, session.pickle(), now)
+            self._save_session(conn, session, curve, now)
             return plaintext, False
         if envelope.olm_type is not OlmType.PRE_KEY:
             raise _Refused(DropReason.UNDECRYPTABLE, Result.NO_SESSION)
@@ -498,7 +542,7 @@ class Messaging:
         except OlmError:
             raise _Refused(DropReason.UNDECRYPTABLE, Result.NO_SESSION) from None
         queries.update_olm_account(conn, account.pickle())
-        message_queries.save_session(conn, session.session_id, curve, session.pickle(), now)
+        self._save_session(conn, session, curve, now)
         return plaintext, True
 
     def _apply(

@@ -159,6 +159,10 @@ class Node:
         self.contacts.on_contact_added.append(
             lambda _identity_key: nursery.start_soon(self.profile.propagate)
         )
+        # ... and where its devices listen is kept, for its outbox after a restart.
+        self.contacts.on_contact_added.append(
+            lambda identity_key: nursery.start_soon(self._remember_devices_of, identity_key)
+        )
 
     def _serve_protocols(self) -> None:
         handlers: dict[str, StreamHandler] = {
@@ -268,6 +272,14 @@ class Node:
                 event = events.PeerDisconnected(at_ms=now_ms(), peer_id=peer_id)
             self.events.publish(event)
 
+    async def _remember_devices_of(self, identity_key: bytes) -> None:
+        contact = await self.store.read(
+            lambda conn: contact_queries.get_contact(conn, identity_key)
+        )
+        for device in contact.devices if contact else ():
+            if self.net.is_connected(device.peer_id):
+                await self._remember_contact_addrs(device.peer_id)
+
     async def _remember_contact_addrs(self, peer_id: str) -> None:
         """Keep where a contact's device listens, so its outbox can reach it after a restart."""
         if (
@@ -281,6 +293,7 @@ class Node:
             return
         addrs = [addr for addr in info.listen_addrs if not addr.startswith(UNSPECIFIED_IP4)]
         if addrs:
+            self.net.add_addrs(peer_id, addrs)
             await self.store.write(
                 lambda conn: queries.upsert_peer_seen(
                     conn, peer_id, addrs, "identify", {}, now_ms()
@@ -391,9 +404,15 @@ class Node:
         if invite.identity_key == self.keys.identity_public_key:
             raise ContactsError("invalid", "this is your own invite")
         inviter_peer_id = peer_id_from_public_key(invite.device_key)
-        self.net.add_addrs(inviter_peer_id, [hint.to_multiaddr() for hint in invite.hints])
+        hints = [hint.to_multiaddr() for hint in invite.hints]
+        self.net.add_addrs(inviter_peer_id, hints)
         inviter = await contact_join.join(
             self.net, invite, self.contacts, self.keys.identity_public_key
+        )
+        await self.store.write(
+            lambda conn: queries.upsert_peer_seen(
+                conn, inviter_peer_id, hints, "invite", {}, now_ms()
+            )
         )
         return await self.contact(identity_id_from_public_key(inviter.identity_key))
 

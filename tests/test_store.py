@@ -270,7 +270,8 @@ def test_deleting_a_peer_deletes_its_addresses(conn: Connection) -> None:
 
 
 class Gate:
-    """Holds the store's one connection slot (a blocked read) so writes pile up behind it."""
+    """Holds the writer (a write blocked in its thread) so further writes pile up behind it;
+    the gate's own write commits alone when released."""
 
     def __init__(self) -> None:
         self._release = threading.Event()
@@ -279,7 +280,7 @@ class Gate:
         self._release.wait()
 
     async def hold(self, store: TrioStore, nursery: trio.Nursery) -> None:
-        nursery.start_soon(store.read, self._block)
+        nursery.start_soon(store.write, self._block)
         await trio.testing.wait_all_tasks_blocked()
 
     def release(self) -> None:
@@ -322,8 +323,8 @@ async def test_writes_queued_together_commit_together(db_path: Path, key: bytes)
                 nursery.start_soon(store.write, partial(add_peer, f"p{n}"))
             await trio.testing.wait_all_tasks_blocked()
             gate.release()
-        assert store.stats.commits == 1
-        assert store.stats.writes == 100
+        assert store.stats.commits == 2  # the gate's, then one for all the others
+        assert store.stats.writes == 101
         assert len(await store.read(peer_ids)) == 100
 
 
@@ -345,7 +346,7 @@ async def test_a_failing_write_is_undone_alone(db_path: Path, key: bytes) -> Non
             gate.release()
         stored = await store.read(peer_ids)
 
-    assert store.stats.commits == 1
+    assert store.stats.commits == 2  # the gate's, then one for all the others
     assert stored == {"before", "after"}
     assert results["before"] is None and results["after"] is None
     for failed in ("before-boom", "after-boom"):
@@ -501,3 +502,20 @@ async def test_acknowledged_writes_survive_sigkill(db_path: Path, key: bytes) ->
     finally:
         reopened.close()
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {sorted(missing)[:5]}"
+
+
+async def test_reads_do_not_wait_for_the_writer_and_see_only_committed_data(
+    db_path: Path, key: bytes
+) -> None:
+    gate = Gate()
+    async with TrioStore.open(db_path, key, create=True) as store:
+        await store.write(partial(add_peer, "committed"))
+        async with trio.open_nursery() as nursery:
+            await gate.hold(store, nursery)  # the writer is busy in a transaction
+            nursery.start_soon(store.write, partial(add_peer, "queued"))
+            with trio.fail_after(5):
+                assert await store.read(peer_ids) == {"committed"}
+            gate.release()
+        assert await store.read(peer_ids) == {"committed", "queued"}
+        with pytest.raises(sqlcipher.OperationalError, match="readonly"):
+            await store.read(partial(add_peer, "sneaky"))

@@ -601,6 +601,23 @@ def envelope_seen(conn: Connection, sender_device: str, message_id: bytes) -> bo
     return row is not None
 
 
+def owe_receipt(conn: Connection, identity_key: bytes, message_id: bytes) -> None:
+    conn.execute(
+        "INSERT INTO owed_receipts (identity_key, message_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        (identity_key, message_id),
+    )
+
+
+def take_owed_receipts(conn: Connection) -> dict[bytes, list[bytes]]:
+    """Every receipt owed, by identity (they are removed: the caller queues them)."""
+    owed: dict[bytes, list[bytes]] = {}
+    for identity_key, message_id in conn.execute(
+        "DELETE FROM owed_receipts RETURNING identity_key, message_id"
+    ).fetchall():
+        owed.setdefault(bytes(identity_key), []).append(bytes(message_id))
+    return owed
+
+
 def prune_received_envelopes(conn: Connection, before_ms: int) -> int:
     """Forget envelopes received before `before_ms`. Safe for texts (their message ids stay
     unique in the history) and receipts (applying one twice changes nothing)."""

@@ -334,6 +334,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID
             """,
             "CREATE INDEX received_envelopes_age ON received_envelopes (received_at)",
+            # Delivery receipts owed for messages committed here, sent (coalesced) shortly after.
+            """
+            CREATE TABLE owed_receipts (
+                identity_key BLOB NOT NULL
+                    CHECK (typeof(identity_key) = 'blob' AND length(identity_key) = 32),
+                message_id BLOB NOT NULL
+                    CHECK (typeof(message_id) = 'blob' AND length(message_id) = 16),
+                PRIMARY KEY (identity_key, message_id)
+            ) WITHOUT ROWID
+            """,
             # The fallback key this device hands out (base64 Curve25519), reused until it is
             # rotated: vodozemac keeps only the current and the previous one.
             "ALTER TABLE local_identity ADD COLUMN olm_fallback_key TEXT",

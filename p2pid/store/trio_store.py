@@ -70,12 +70,19 @@ class TrioStore:
         conn: Connection,
         limiter: trio.CapacityLimiter,
         submit: trio.MemorySendChannel[_QueuedWrite[Any]],
+        reader: Connection,
     ) -> None:
         self._conn = conn
         self._limiter = limiter
         self._submit = submit
+        # Reads have a connection of their own: in WAL mode they run alongside the writer's
+        # group commits, and its prepared statements stay cached (toggling query_only on a
+        # shared connection would throw them away at every read).
+        self._reader = reader
+        self._read_limiter = trio.CapacityLimiter(1)
         self._closed = False  # no new calls accepted
         self._connection_closed = False  # only touched while holding the limiter
+        self._reader_closed = False  # only touched while holding the read limiter
         self.stats = GroupCommitStats()
 
     @classmethod
@@ -91,8 +98,13 @@ class TrioStore:
         limiter = trio.CapacityLimiter(1)
         opener = partial(open_database, path, key, create=create)
         conn = await trio.to_thread.run_sync(opener, limiter=limiter)
+        try:
+            reader = await trio.to_thread.run_sync(partial(open_reader, path, key))
+        except BaseException:
+            conn.close()
+            raise
         submit, queue = trio.open_memory_channel[_QueuedWrite[Any]](math.inf)
-        store = cls(conn, limiter, submit)
+        store = cls(conn, limiter, submit, reader)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(store._run_writer, queue)
@@ -103,12 +115,13 @@ class TrioStore:
                     submit.close()  # the writer drains what is queued, then returns
         finally:
             with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(store._close_reader, limiter=store._read_limiter)
                 await trio.to_thread.run_sync(store._close_connection, limiter=limiter)
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` in a worker thread; it sees only committed data and may not write."""
         self._check_open()
-        return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._limiter)
+        return await trio.to_thread.run_sync(self._run_read, fn, limiter=self._read_limiter)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` in the next group transaction; return once that transaction committed.
@@ -135,20 +148,19 @@ class TrioStore:
         self._connection_closed = True
         self._conn.close()
 
-    def _run_read(self, fn: Callable[[Connection], T]) -> T:
-        if self._connection_closed:
-            raise StoreClosedError("the store is closed")
-        self._conn.execute("PRAGMA query_only = ON")
-        try:
-            return fn(self._conn)
-        finally:
-            self._conn.execute("PRAGMA query_only = OFF")
-            self._rollback_stray_transaction()
+    def _close_reader(self) -> None:
+        self._reader_closed = True
+        self._reader.close()
 
-    def _rollback_stray_transaction(self) -> None:
-        if self._conn.in_transaction:
-            log.warning("a read() function left a transaction open; rolling it back")
-            self._conn.execute("ROLLBACK")
+    def _run_read(self, fn: Callable[[Connection], T]) -> T:
+        if self._reader_closed:
+            raise StoreClosedError("the store is closed")
+        self._reader.execute("BEGIN")  # one snapshot for all of fn's statements
+        try:
+            return fn(self._reader)
+        finally:
+            if self._reader.in_transaction:
+                self._reader.execute("ROLLBACK")
 
     async def _run_writer(self, queue: trio.MemoryReceiveChannel[_QueuedWrite[Any]]) -> None:
         # Shielded: leaving TrioStore.open closes the channel, and what was queued
@@ -191,6 +203,13 @@ class TrioStore:
             # The original failure is what the callers need to see.
             with contextlib.suppress(Exception):
                 self._conn.execute("ROLLBACK")
+
+
+def open_reader(path: Path, key: bytes) -> Connection:
+    """A second connection to an open store, for reads only."""
+    reader = open_database(path, key)
+    reader.execute("PRAGMA query_only = ON")
+    return reader
 
 
 def _take_queued(
