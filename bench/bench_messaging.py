@@ -37,11 +37,10 @@ import hashlib
 import itertools
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -218,12 +217,8 @@ class ReceivedEvents:
             raise BenchError(f"no message.received within {EVENT_TIMEOUT_SECONDS} s") from None
 
     def close(self) -> None:
-        # Closing the client's reader would wait for the lock the blocked reading thread
-        # holds: shut the socket down first, so that read returns end of file.
-        with suppress(OSError):
-            self._client._socket.shutdown(socket.SHUT_RDWR)
+        self._client.close()  # wakes the reading thread with end of file
         self._thread.join(timeout=5)
-        self._client.close()
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,9 @@ class BlockingClient:
         self.close()
 
     def close(self) -> None:
+        """Close; a thread blocked reading events from this client wakes with an error."""
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
         self._reader.close()
         self._socket.close()
 
