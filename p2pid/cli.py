@@ -206,11 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(arguments)
         output = Output(as_json=args.json)
-        if args.command is None:
-            raise UsageError(
-                "p2pid: a COMMAND is required (the TUI comes in a later release); see --help"
-            )
         home = Home(args.home if args.home is not None else default_home())
+        if args.command is None:
+            if args.json:
+                raise UsageError("p2pid: --json needs a COMMAND (without one, p2pid opens its TUI)")
+            from p2pid.tui.app import run
+
+            return run(home)
         return COMMANDS[args.command](home, args, output)
     except UsageError as error:
         output.error("usage", str(error))

@@ -53,12 +53,18 @@ def _passphrase_to_hand_over(home: Home) -> str | None:
 
 
 def start_detached(
-    home: Home, listen: Sequence[str] = (), interfaces: Sequence[str] = (), no_mdns: bool = False
+    home: Home,
+    listen: Sequence[str] = (),
+    interfaces: Sequence[str] = (),
+    no_mdns: bool = False,
+    passphrase: str | None = None,
 ) -> str:
-    """Start `python -m p2pid.daemon` in its own session; return its PeerId once it is ready."""
+    """Start `python -m p2pid.daemon` in its own session; return its PeerId once it is ready.
+    A `passphrase` given (the TUI asks for it itself) is handed to the daemon on its stdin."""
     if not home.is_initialised():
         raise LaunchError(f"{home.root} holds no identity: run `p2pid init --name NAME` first")
-    passphrase = _passphrase_to_hand_over(home)
+    if passphrase is None:
+        passphrase = _passphrase_to_hand_over(home)
     ready_read, ready_write = os.pipe()
     command = daemon_command(home, listen, interfaces, no_mdns, ready_write)
     if passphrase is not None:

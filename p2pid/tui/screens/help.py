@@ -1,0 +1,49 @@
+"""The key bindings, as a modal: the app's and the current section's."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# p2pid keys
+
+| key | anywhere |
+|---|---|
+| F1 | this help |
+| F2 | chats |
+| F3 | contacts (requests, verification) |
+| F4 | my invite (QR) |
+| F5 | join with a code or a photo |
+| F6 | profile |
+| F7 | nearby peers |
+| Ctrl+P | command palette: every action by name |
+| Ctrl+Q | quit (the daemon keeps running) |
+
+| key | in chats |
+|---|---|
+| Up / Down | choose a conversation |
+| Enter | open it, or send what you typed |
+| Shift+Enter / Ctrl+J | new line in a message |
+| Page Up | older messages |
+| Escape | back to the conversation list |
+
+The mark before each of your messages: `·` pending, `✓` delivered, `✓✓` read, `✗` failed.
+
+Press Escape to close.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,f1,q", "dismiss", "Close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Markdown(HELP)

@@ -1,0 +1,13 @@
+"""Nearby (a placeholder until its screen is built)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from p2pid.tui.screens.base import SectionScreen
+
+
+class NearbyScreen(SectionScreen):
+    def compose_body(self) -> ComposeResult:
+        yield Static("Nearby")
