@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 from textual import work
@@ -43,7 +44,12 @@ SECTIONS: dict[str, tuple[str, str]] = {
 
 
 class P2pidApp(App[None]):
-    CSS_PATH = "p2pid.tcss"
+    CSS_PATH: ClassVar[list[str | PurePath]] = [
+        "p2pid.tcss",
+        "css/chats.tcss",
+        "css/contacts.tcss",
+        "css/invite.tcss",
+    ]
     TITLE = "p2pid"
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
         "chats": ChatsScreen,
