@@ -195,8 +195,11 @@ def build_parser() -> Parser:
     rename = actions.add_parser("rename", help="set (or with no NAME clear) your nickname for them")
     rename.add_argument("contact", metavar="CONTACT")
     rename.add_argument("nickname", metavar="NAME", nargs="?")
-    demo = commands.add_parser("demo", help="two local nodes on loopback, connected")
+    demo = commands.add_parser(
+        "demo", help="two local nodes on loopback, contacts, chatting; the TUI on one of them"
+    )
     demo.add_argument("--once", action="store_true", help="show their status and exit")
+    demo.add_argument("--no-tui", action="store_true", help="print their events instead")
     return parser
 
 
@@ -516,7 +519,7 @@ def cmd_requests(home: Home, args: argparse.Namespace, output: Output) -> int:
 def cmd_demo(home: Home, args: argparse.Namespace, output: Output) -> int:
     from p2pid.demo import run_demo
 
-    return run_demo(once=args.once, as_json=args.json)
+    return run_demo(once=args.once, as_json=args.json, tui=not args.no_tui)
 
 
 COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {

@@ -1,13 +1,16 @@
-"""`p2pid demo`: two nodes with temporary homes on 127.0.0.1, connected, to try p2pid alone.
+"""`p2pid demo`: two nodes with temporary homes on 127.0.0.1, to try p2pid alone.
 
-mDNS is off; the second node is handed the first's address directly. Ctrl-C stops both and
-deletes their homes.
+mDNS is off; the second node is handed the first's address directly. They become contacts (Bob
+uses Alice's invite), Bob writes first and answers whatever Alice writes. In a terminal the TUI
+opens on Alice's home; otherwise (or with --no-tui) the nodes' events are printed. Quitting stops
+both nodes and deletes their homes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -51,6 +54,25 @@ def connect_pair(first: Home, second: Home) -> dict[str, Any]:
     return dict(call(second, "ping", peer=first_status["peer_id"], count=3))
 
 
+def make_contacts(alice: Home, bob: Home) -> None:
+    code = call(alice, "invite.create", uses=1, ttl=600)["code"]
+    call(bob, "join", code=code)
+    call(bob, "send", contact="Alice", text=GREETING)
+
+
+GREETING = "Hi Alice! I am Bob, a second node on this machine. Write to me: I answer."
+
+
+def answer_alice(bob: Home) -> None:
+    """Bob's side of the demo: echo every message he receives, so both directions show."""
+    with contextlib.suppress(Exception), BlockingClient(bob.socket, timeout=None) as client:
+        for event in client.events():
+            if event.get("type") == "message.received":
+                text = str(event["message"]["text"])
+                with BlockingClient(bob.socket) as replier:
+                    replier.call("send", contact="Alice", text=f"You wrote: {text}")
+
+
 def show(homes: list[Home], ping: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -87,14 +109,24 @@ def watch_all(homes: list[Home]) -> None:
     threading.Event().wait()
 
 
-def run_demo(*, once: bool, as_json: bool) -> int:
+def run_demo(*, once: bool, as_json: bool, tui: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="p2pid-demo-") as root, demo_nodes(Path(root)) as homes:
-        ping = connect_pair(homes[0], homes[1])
+        alice, bob = homes
+        ping = connect_pair(alice, bob)
+        make_contacts(alice, bob)
         if as_json:
             statuses = [call(home, "status") for home in homes]
             print(json.dumps({"nodes": statuses, "ping": ping}), flush=True)
-        else:
+        elif not (tui and sys.stdout.isatty()):
             show(homes, ping)
-        if not once:
+        if once:
+            return 0
+        threading.Thread(target=answer_alice, args=(bob,), daemon=True).start()
+        if tui and sys.stdout.isatty() and not as_json:
+            from p2pid.tui.app import P2pidApp
+            from p2pid.tui.link import DaemonOptions
+
+            P2pidApp(alice, daemon=DaemonOptions(listen=[LOOPBACK], no_mdns=True)).run()
+        else:
             watch_all(homes)
     return 0
