@@ -43,9 +43,12 @@ class AsyncClient:
         self._next_id += 1
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        self._writer.write(request(request_id, method, params))
-        await self._writer.drain()
-        return await future
+        try:
+            self._writer.write(request(request_id, method, params))
+            await self._writer.drain()
+            return await future
+        finally:  # a caller cancelled while waiting leaves nothing behind for the late answer
+            self._waiting.pop(request_id, None)
 
     async def subscribe(self) -> None:
         await self.call("subscribe")
@@ -67,6 +70,8 @@ class AsyncClient:
                     self.events.put_nowait(message.params or {})
                 elif isinstance(message.id, int) and message.id in self._waiting:
                     future = self._waiting.pop(message.id)
+                    if future.done():
+                        continue
                     try:
                         future.set_result(result_or_raise(message))
                     except RpcError as error:

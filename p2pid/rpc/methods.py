@@ -202,7 +202,7 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
 
     async def contact_rename(params: dict[str, Any]) -> Any:
         request = parse_params(params, RenameParams)
-        nickname = request.nickname.strip() if request.nickname else None
+        nickname = request.nickname.strip() if request.nickname is not None else None
         if nickname is not None and not 1 <= len(nickname) <= MAX_NICKNAME_LENGTH:
             raise RpcError(
                 ErrorCode.INVALID_PARAMS, f"a nickname is 1..{MAX_NICKNAME_LENGTH} characters"

@@ -95,12 +95,14 @@ class P2pidApp(App[None]):
     def connected(self) -> bool:
         return self._link is not None
 
-    async def rpc(self, method: str, **params: Any) -> Any:
-        """Call the daemon; on an error, say so in a toast and raise it."""
+    async def rpc(self, method: str, *, toast: bool = True, **params: Any) -> Any:
+        """Call the daemon; on an error, say so in a toast (unless the caller shows it itself)
+        and raise it."""
         try:
             return await self.link.call(method, **params)
         except RpcError as error:
-            self.notify(error.message, title="p2pid", severity="error")
+            if toast:
+                self.notify(error.message, title="p2pid", severity="error")
             raise
 
     def on_mount(self) -> None:

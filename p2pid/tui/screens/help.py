@@ -35,6 +35,20 @@ HELP = """\
 
 The mark before each of your messages: `·` pending, `✓` delivered, `✓✓` read, `✗` failed.
 
+| key | in contacts (F3) |
+|---|---|
+| Enter | details |
+| v | verify: compare the emoji or numbers (y they match, n they differ) |
+| r / b / Delete | rename / block or unblock / remove |
+| a | contact requests (a accept, d decline, h show answered ones) |
+
+| key | elsewhere |
+|---|---|
+| n / c / x | invite (F4): new invite / copy the code / cancel the highlighted one |
+| Enter | join (F5): a pasted code or the path of a photo of a QR |
+| n / Enter / Delete | profile (F6): new field / edit / remove |
+| Enter / i / k | nearby (F7): ask to become contacts / invite / also known peers |
+
 Press Escape to close.
 """
 

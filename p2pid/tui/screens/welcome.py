@@ -34,7 +34,10 @@ class WelcomeScreen(ModalScreen[str | None]):
             )
             yield Label("Name")
             yield Input(placeholder="e.g. Alice", id="name", max_length=MAX_NAME_CHARACTERS)
-            yield Label("Passphrase (optional: without one, a key file protects the data)")
+            yield Static(
+                "Passphrase (optional: without one, a key file protects the data)",
+                classes="label",
+            )
             yield Input(placeholder="leave empty for none", password=True, id="passphrase")
             yield Static("", id="welcome-error", classes="error")
             yield Button("Create my identity", variant="primary", id="create")
