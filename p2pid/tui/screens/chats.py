@@ -25,7 +25,7 @@ from p2pid.rpc.protocol import RpcError
 from p2pid.tui.screens.base import SectionScreen
 from p2pid.tui.widgets.composer import Composer
 from p2pid.tui.widgets.conversation_list import ConversationEntry, ConversationList
-from p2pid.tui.widgets.message_log import ChatMessage, MessageLog, printable
+from p2pid.tui.widgets.message_log import ChatMessage, MessageLog, printable, state_regresses
 
 PAGE = 50
 LISTED_CONVERSATIONS = 500  # the daemon's `conversations` lists at most this many, newest first
@@ -83,6 +83,7 @@ class ChatsScreen(SectionScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
+        self.watch(self.app, "app_focus", self._app_focus_changed, init=False)
         self.conversations.placeholder = "connecting to the daemon…"
         self.message_log.clear("")
         self.composer.read_only = True
@@ -134,20 +135,32 @@ class ChatsScreen(SectionScreen):
 
     @work(exclusive=True, group="chats-list")
     async def _load_list(self) -> None:
-        conversations, contacts = await asyncio.gather(
-            self._call("conversations"), self._call("contacts")
-        )
-        if not self._alive() or conversations is None or contacts is None:
-            return
-        self._apply_list(list(conversations), contacts)
+        contacts_call = asyncio.ensure_future(self._call("contacts"))
+        try:
+            conversations = await self._call("conversations")
+            if conversations is None or not self._alive():
+                return
+            if not self._list_loaded:
+                # The first time, show the conversations at once: `contacts` can take longer
+                # (presence and verified marks follow as soon as it answers).
+                self._apply_list(conversations, None)
+            contacts = await contacts_call
+            if contacts is None or not self._alive():
+                return
+            self._apply_list(conversations, contacts)
+        finally:
+            contacts_call.cancel()
 
     def _apply_list(
-        self, conversations: Sequence[Mapping[str, Any]], contacts: Iterable[Mapping[str, Any]]
+        self,
+        conversations: Sequence[Mapping[str, Any]],
+        contacts: Iterable[Mapping[str, Any]] | None,
     ) -> None:
+        """The list from the daemon's records (contacts None: not known yet)."""
         entries: dict[str, ConversationEntry] = {}
         self._devices.clear()
         self._connected_peers.clear()
-        for contact in contacts:
+        for contact in contacts or ():
             identity = str(contact["identity_id"])
             online = False
             for device in contact.get("devices", ()):
@@ -167,7 +180,10 @@ class ChatsScreen(SectionScreen):
             entry = entries.get(identity)
             if entry is None:
                 entry = entries[identity] = ConversationEntry(
-                    conversation_id=identity, name=str(summary["name"]), is_contact=False
+                    conversation_id=identity,
+                    name=str(summary["name"]),
+                    is_contact=False,
+                    known=contacts is not None,
                 )
             entry.has_conversation = True
             entry.unread = int(summary.get("unread", 0))
@@ -176,16 +192,17 @@ class ChatsScreen(SectionScreen):
                 entry.set_last_message(summary["last_message"])
         listing = self.conversations
         listing.open_id = self._open_id
-        listing.placeholder = "no contacts yet"
+        listing.placeholder = "no contacts yet" if contacts is not None else "loading…"
         listing.complete = len(conversations) < LISTED_CONVERSATIONS
         listing.set_entries(entries.values())
         first_load = not self._list_loaded
         self._list_loaded = True
         if self._open_id is None:
-            self.message_log.clear(self._idle_hint())
+            self.message_log.clear(self._idle_hint() if contacts is not None else "")
         elif self._open_id in entries:
             self._open_name = entries[self._open_id].name
-            self.message_log.peer_name = self._open_name
+            if not self._loading_open:
+                self.message_log.rename(self._open_name)
             if entries[self._open_id].unread and self._viewing():
                 self._mark_read(self._open_id)
         self._show_header()
@@ -209,6 +226,10 @@ class ChatsScreen(SectionScreen):
         self.open_conversation(selected.conversation_id)
 
     def open_conversation(self, conversation_id: str) -> None:
+        if conversation_id == self._open_id and not self._loading_open:
+            self.composer.focus()  # already open: keep its place
+            self._read_if_viewing()
+            return
         entry = self.conversations.get(conversation_id)
         self._open_id = conversation_id
         self._open_name = entry.name if entry is not None else conversation_id
@@ -263,9 +284,7 @@ class ChatsScreen(SectionScreen):
             log.add(message)
         self._arrived_while_loading = []
         entry = self.conversations.get(conversation_id)
-        if entry is not None and entry.unread:
-            if not self._viewing():
-                return  # read it when the reader comes back to this screen
+        if entry is not None and entry.unread:  # `messages` marked them read
             entry.unread = 0
             self.conversations.refresh_entry(conversation_id)
 
@@ -293,7 +312,20 @@ class ChatsScreen(SectionScreen):
     # -- reading: mark read while the reader looks -------------------------------------------
 
     def _viewing(self) -> bool:
-        return self._alive() and self.is_current
+        """The reader can see the open conversation: this screen is on top, and the terminal
+        has the focus (for terminals that report it). Only then is an arrival marked read."""
+        return self._alive() and self.is_current and self.app.app_focus
+
+    def _app_focus_changed(self, focused: bool) -> None:
+        if focused:
+            self._read_if_viewing()
+
+    def _read_if_viewing(self) -> None:
+        if self._open_id is None or not self._viewing() or not self.p2pid.connected:
+            return
+        entry = self.conversations.get(self._open_id)
+        if entry is not None and entry.unread:
+            self._mark_read(self._open_id)
 
     @work(exclusive=True, group="chats-read")
     async def _mark_read(self, conversation_id: str) -> None:
@@ -315,12 +347,9 @@ class ChatsScreen(SectionScreen):
             self.p2pid.viewing_conversation = None
 
     def on_screen_resume(self) -> None:
-        if self._open_id is None:
-            return
-        self.p2pid.viewing_conversation = self._open_id
-        entry = self.conversations.get(self._open_id)
-        if entry is not None and entry.unread and self.p2pid.connected:
-            self._mark_read(self._open_id)
+        if self._open_id is not None:
+            self.p2pid.viewing_conversation = self._open_id
+            self._read_if_viewing()
 
     # -- live events -------------------------------------------------------------------------
 
@@ -330,8 +359,10 @@ class ChatsScreen(SectionScreen):
         entry = self.conversations.get(conversation_id) or self._entry_for(
             conversation_id, str(event.get("name", conversation_id))
         )
-        newest = not entry.has_conversation or int(view.get("sent_at_ms", 0)) >= entry.last_at_ms
-        if newest:
+        repeated = entry.last_message_id == str(view["message_id"])  # e.g. send, then the event
+        if repeated and not incoming:
+            return
+        if not entry.has_conversation or int(view.get("sent_at_ms", 0)) >= entry.last_at_ms:
             entry.set_last_message(view)
         entry.updated_at_ms = max(entry.updated_at_ms, int(view.get("received_at_ms", 0)))
         is_open = conversation_id == self._open_id
@@ -341,7 +372,7 @@ class ChatsScreen(SectionScreen):
                 self._arrived_while_loading.append(message)
             else:
                 self.message_log.add(message)
-        if incoming:
+        if incoming and not repeated:
             if is_open and self._viewing():
                 self._mark_read(conversation_id)
             else:
@@ -357,10 +388,14 @@ class ChatsScreen(SectionScreen):
         if conversation_id == self._open_id:
             self.message_log.set_state(ids, state)
             for message in self._arrived_while_loading:
-                if message.message_id in ids:
+                if message.message_id in ids and not state_regresses(message.state, state):
                     message.state = state
         entry = self.conversations.get(conversation_id)
-        if entry is not None and entry.last_message_id in ids:
+        if (
+            entry is not None
+            and entry.last_message_id in ids
+            and not state_regresses(entry.preview_state, state)
+        ):
             entry.preview_state = state
             self.conversations.refresh_entry(conversation_id)
 
@@ -395,7 +430,9 @@ class ChatsScreen(SectionScreen):
             return
         entry = self.conversations.get(self._open_id)
         parts: list[str | Content | tuple[str, str]] = [(printable(self._open_name), "bold")]
-        if entry is None or not entry.is_contact:
+        if entry is not None and not entry.known:
+            pass  # the contact's details are on their way
+        elif entry is None or not entry.is_contact:
             parts.append(("  not a contact", "$text-warning"))
         else:
             if entry.verified:
@@ -435,8 +472,9 @@ class ChatsScreen(SectionScreen):
             if conversation_id == self._open_id and not self.composer.text:
                 self.composer.text = text  # not sent: give it back
             return
-        if conversation_id == self._open_id and not self._loading_open:
-            self.message_log.add(ChatMessage.from_view(view))
+        # As the daemon's `message.sent` event will say (whichever comes first counts).
+        sent = {"conversation_id": conversation_id, "name": self._open_name, "message": view}
+        self._message_event(sent, incoming=False)
 
     # -- actions and the command palette -----------------------------------------------------
 

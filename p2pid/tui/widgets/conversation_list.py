@@ -39,6 +39,7 @@ class ConversationEntry:
     online: bool = False
     blocked: bool = False
     is_contact: bool = True
+    known: bool = True  # False until the daemon's contacts arrive: presence, verified unknown
     has_conversation: bool = False
     unread: int = 0
     preview: str = ""
@@ -335,9 +336,12 @@ class ConversationList(ScrollView, can_focus=True):
         is_open = entry.conversation_id == self.open_id
         edge = Segment("▌" if is_open else " ", self._style("open"))
         if line == 0:
-            dot = Segment(
-                "●" if entry.online else "○", self._style("online" if entry.online else "offline")
-            )
+            if not entry.known:
+                dot = Segment(" ")
+            elif entry.online:
+                dot = Segment("●", self._style("online"))
+            else:
+                dot = Segment("○", self._style("offline"))
             when = short_when(entry.last_at_ms, self._now) if entry.last_at_ms else ""
             tail = [Segment(" ✓", self._style("verified"))] if entry.verified else []
             if entry.blocked:

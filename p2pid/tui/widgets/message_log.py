@@ -80,20 +80,23 @@ def short_when(ms: int, now: datetime) -> str:
 
 
 def printable(text: str) -> str:
-    """The text with tabs expanded and every control or format character that could move the
-    cursor or restyle the terminal replaced (a remote author chooses these bytes)."""
+    """The text with tabs expanded, line ends made `\n`, and every other control character (and
+    invisible formatting such as bidi overrides) replaced or dropped: a remote author chooses
+    these characters, and none may move the cursor or restyle the terminal."""
     if text.isascii() and text.isprintable():
         return text
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     out = []
     for character in text:
+        category = unicodedata.category(character)
         if character == "\n":
             out.append(character)
         elif character == "\t":
             out.append(TAB)
-        elif unicodedata.category(character) in ("Cc", "Cs", "Co") or character in "\u2028\u2029":
+        elif category in ("Cc", "Cs") or character in "\u2028\u2029":
             out.append("\ufffd")
-        elif unicodedata.category(character) == "Cf" and character not in "\u200d\ufe0f":
-            continue  # bidi overrides and other invisible formatting
+        elif category == "Cf" and character not in "\u200d\ufe0f":
+            continue  # bidi overrides and other invisible formatting (emoji joiners kept)
         else:
             out.append(character)
     return "".join(out)
@@ -182,7 +185,7 @@ Row = ChatMessage | date | str
 _STATE_RANK = {"pending": 0, "failed": 1, "delivered": 2, "read": 3}
 
 
-def _regresses(old: str, new: str) -> bool:
+def state_regresses(old: str, new: str) -> bool:
     """A late `delivered` must not undo `read` (receipts and events can cross)."""
     return _STATE_RANK.get(new, 0) < _STATE_RANK.get(old, 0) and new != "failed"
 
@@ -313,7 +316,7 @@ class MessageLog(ScrollView, can_focus=True):
         self.placeholder = placeholder
         self._first_unread = first_unread
         self.unseen = 0
-        self._author_width = min(MAX_AUTHOR_WIDTH, max(3, cell_len(printable(peer_name))))
+        self._author_width = _author_width(peer_name)
         self._drawn.clear()
         self._rebuild()
         self._scroll_to_end()
@@ -354,7 +357,7 @@ class MessageLog(ScrollView, can_focus=True):
         """A new message (or a newer copy of a known one). True if the log changed."""
         known = self._by_id.get(message.message_id)
         if known is not None:
-            if known.state != message.state and not _regresses(known.state, message.state):
+            if known.state != message.state and not state_regresses(known.state, message.state):
                 known.state = message.state
                 self.refresh()
                 return True
@@ -391,7 +394,7 @@ class MessageLog(ScrollView, can_focus=True):
         for message_id in message_ids:
             message = self._by_id.get(message_id)
             if message is not None and message.state != state:
-                if _regresses(message.state, state):
+                if state_regresses(message.state, state):
                     continue
                 message.state = state
                 changed += 1
@@ -467,18 +470,28 @@ class MessageLog(ScrollView, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         width = self.scrollable_content_region.width
-        if width == self._width:
-            return
+        if width != self._width:
+            self._reflow(width=width)
+
+    def rename(self, peer_name: str) -> None:
+        """The contact's name changed (a nickname, a new display name)."""
+        if peer_name != self.peer_name:
+            self.peer_name = peer_name
+            self._reflow(author_width=_author_width(peer_name))
+
+    def _reflow(self, *, width: int | None = None, author_width: int | None = None) -> None:
+        """Wrap every message again (a new width); the reader keeps their place."""
         following = self._at_end()
         top_row, line_in_row = self._row_at(round(self.scroll_y))
-        self._width = width
+        self._width = self._width if width is None else width
+        self._author_width = self._author_width if author_width is None else author_width
         self._drawn.clear()
         self._heights = [self._height_of(row) for row in self._rows]
         self._relayout()
         if following or top_row is None:
             self._scroll_to_end()
         else:
-            line = self._offsets[top_row] + min(line_in_row, self._heights[top_row] - 1)
+            line = self._offsets[top_row] + min(line_in_row, max(0, self._heights[top_row] - 1))
             self.scroll_to(y=line, animate=False, force=True)
         self.refresh()
 
@@ -648,6 +661,11 @@ def _finish(segments: list[Segment], cells: int, width: int, base: Style) -> Str
     elif cells < width:
         segments.append(Segment(" " * (width - cells)))
     return Strip(Segment.apply_style(segments, base), width)
+
+
+def _author_width(peer_name: str) -> int:
+    """The author column: "You" or the contact's name, up to MAX_AUTHOR_WIDTH cells."""
+    return min(MAX_AUTHOR_WIDTH, max(3, cell_len(printable(peer_name))))
 
 
 def _fit(text: str, width: int) -> str:
