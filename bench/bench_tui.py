@@ -25,7 +25,10 @@ process and connects to Alice's daemon as a user's TUI would.
   Then, with all of them loaded, the terminal is made 20 columns narrower: the time until the
   log is drawn again (every message wrapped again) is resize_with_all_loaded.
 
-Figures are medians over `--runs` repeats of first paint and over `--arrivals` messages.
+Figures are medians over `--runs` repeats of first paint and over `--arrivals` messages. The
+worst stalls while scrolling back are the garbage collector's full collections (50 to 100 ms
+each, over Textual's objects); `--gc-freeze` measures the scroll-back with `gc.freeze()` done
+once the TUI is up, which the TUI itself does not do.
 
     .venv/bin/python bench/bench_tui.py [--runs 5] [--arrivals 30] [--conversations 1000]
         [--messages 10000]
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import shutil
@@ -400,7 +404,9 @@ async def frame_showing(paints: Paints, target: tuple[int, int]) -> float:
     raise BenchError(f"no frame showing {target}")
 
 
-async def scroll_back(alice: Path, paints: Paints, messages: int) -> dict[str, Any]:
+async def scroll_back(
+    alice: Path, paints: Paints, messages: int, freeze: bool = False
+) -> dict[str, Any]:
     app = P2pidApp(Home(alice))
     steps: list[float] = []
     load_steps: list[float] = []  # the steps that loaded an older page
@@ -415,6 +421,9 @@ async def scroll_back(alice: Path, paints: Paints, messages: int) -> dict[str, A
         await until(lambda: not screen._loading_open and log.messages, "Zoe's conversation")
         log.focus()
         await pilot.pause()
+        if freeze:  # what `gc.freeze()` once the TUI is up would give (see --gc-freeze)
+            gc.collect()
+            gc.freeze()
         started = time.perf_counter()
         lag.start()
         while log.has_more or log.scroll_y > 0:
@@ -473,7 +482,7 @@ async def measure(
     send_to_display, event_to_display, send_to_added = await tui_arrivals(
         alice, bob, bob_id, paints, args.arrivals
     )
-    scrolling = await scroll_back(alice, paints, args.messages)
+    scrolling = await scroll_back(alice, paints, args.messages, args.gc_freeze)
     return {
         "bench": "tui",
         "conversations": args.conversations,
@@ -498,6 +507,7 @@ async def measure(
             median(event_to_display), ARRIVAL_TARGET_MS / 1000
         ),
         **scrolling,
+        "gc_freeze": args.gc_freeze,
         "runs": args.runs,
         "arrivals": args.arrivals,
     }
@@ -508,6 +518,11 @@ def main() -> None:
     arguments.add_argument("--arrivals", type=int, default=30, help="messages timed to display")
     arguments.add_argument("--conversations", type=int, default=1000, help="in Alice's store")
     arguments.add_argument("--messages", type=int, default=10_000, help="in Zoe's conversation")
+    arguments.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() before scrolling back (the TUI does not do it: what it would change)",
+    )
     arguments.add_argument("--populate", type=Path, help=argparse.SUPPRESS)
     args = arguments.parse_args()
     if args.populate is not None:

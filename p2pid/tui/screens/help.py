@@ -31,6 +31,8 @@ HELP = """\
 | Enter | open it, or send what you typed |
 | Shift+Enter / Ctrl+J | new line in a message |
 | Page Up | older messages |
+| Home / End | oldest loaded / newest messages |
+| Ctrl+N | next conversation with unread messages |
 | Escape | back to the conversation list |
 
 The mark before each of your messages: `·` pending, `✓` delivered, `✓✓` read, `✗` failed.
