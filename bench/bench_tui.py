@@ -26,9 +26,9 @@ process and connects to Alice's daemon as a user's TUI would.
   log is drawn again (every message wrapped again) is resize_with_all_loaded.
 
 Figures are medians over `--runs` repeats of first paint and over `--arrivals` messages. The
-worst stalls while scrolling back are the garbage collector's full collections (50 to 100 ms
-each, over Textual's objects); `--gc-freeze` measures the scroll-back with `gc.freeze()` done
-once the TUI is up, which the TUI itself does not do.
+worst stalls while scrolling back used to be the garbage collector's full collections (50 to
+100 ms each, over Textual's objects); the TUI now does `gc.freeze()` once connected, so they are
+gone from the default run; `--gc-freeze` freezes again just before scrolling back.
 
     .venv/bin/python bench/bench_tui.py [--runs 5] [--arrivals 30] [--conversations 1000]
         [--messages 10000]
@@ -421,7 +421,7 @@ async def scroll_back(
         await until(lambda: not screen._loading_open and log.messages, "Zoe's conversation")
         log.focus()
         await pilot.pause()
-        if freeze:  # what `gc.freeze()` once the TUI is up would give (see --gc-freeze)
+        if freeze:  # again, just before scrolling back (the TUI froze once connected)
             gc.collect()
             gc.freeze()
         started = time.perf_counter()
@@ -521,7 +521,7 @@ def main() -> None:
     arguments.add_argument(
         "--gc-freeze",
         action="store_true",
-        help="gc.freeze() before scrolling back (the TUI does not do it: what it would change)",
+        help="gc.freeze() again just before scrolling back (the TUI does it once connected)",
     )
     arguments.add_argument("--populate", type=Path, help=argparse.SUPPRESS)
     args = arguments.parse_args()
