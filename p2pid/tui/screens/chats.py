@@ -11,6 +11,7 @@ in a worker; an event that arrives while the screen is being torn down touches n
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -308,6 +309,9 @@ class ChatsScreen(SectionScreen):
             [ChatMessage.from_view(view) for view in page["messages"]],
             has_more=self._before is not None,
         )
+        # Loaded history stays for the life of the conversation: out of the collector's full
+        # passes with the rest (see P2pidApp._connect), so scrolling back never pauses for them.
+        gc.freeze()
 
     # -- reading: mark read while the reader looks -------------------------------------------
 
