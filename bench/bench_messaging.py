@@ -33,7 +33,6 @@ those); the per-repeat values are listed too. `--runs` is the number of repeats.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import os
 import queue
@@ -46,6 +45,7 @@ from typing import Any
 
 import multiaddr
 import trio
+from bare_libp2p import ECHO, bare_host, echo
 from common import (
     BenchError,
     emit,
@@ -57,19 +57,8 @@ from common import (
     running_daemon,
     temp_home,
 )
-from libp2p import new_host
-from libp2p.abc import IHost, INetStream
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
-from libp2p.custom_types import TProtocol
 from libp2p.io.utils import read_exactly
-from libp2p.network.config import ConnectionConfig
-from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2pid.rpc.aio_client import AsyncClient
 from p2pid.rpc.client import BlockingClient
@@ -80,7 +69,6 @@ TARGET_RATIO = 3.0
 TARGET_MESSAGES_PER_S = 2000.0
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
-ECHO = TProtocol("/bench/echo/1.0.0")
 PAYLOAD_BYTES = 100
 BATCH = 50  # latency and baseline round trips alternate in batches of this many
 WARMUP_MESSAGES = 20
@@ -97,30 +85,6 @@ def text_of(index: int) -> str:
 
 
 # --- the bare py-libp2p baseline ----------------------------------------------------------
-
-
-def bare_host(name: str) -> IHost:
-    """A host built like /work/shared/reference/libp2p_minimal.py."""
-    key_pair = create_new_key_pair(hashlib.sha256(f"bench-messaging {name}".encode()).digest())
-    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
-    return new_host(
-        key_pair=key_pair,
-        sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
-    )
-
-
-async def echo(stream: INetStream) -> None:
-    try:
-        while data := await stream.read(65536):
-            await stream.write(data)
-    except StreamEOF:
-        pass
-    except Exception:  # an exception escaping a handler tears down the whole host
-        pass
-    finally:
-        await stream.close()
 
 
 @asynccontextmanager

@@ -10,7 +10,6 @@ alternate between the two in batches of 20 so load changes hit both alike. Print
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import secrets
 import statistics
@@ -20,20 +19,12 @@ from contextlib import asynccontextmanager
 
 import multiaddr
 import trio
-from libp2p import new_host
-from libp2p.abc import IHost, INetStream
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
-from libp2p.custom_types import TProtocol
+from bare_libp2p import bare_host, seed
+from libp2p.abc import INetStream
 from libp2p.host.ping import ID as PING_PROTOCOL_ID
 from libp2p.host.ping import PING_LENGTH
 from libp2p.io.utils import read_exactly
-from libp2p.network.config import ConnectionConfig
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2pid.net.host import NetHost
 
@@ -41,22 +32,6 @@ LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 BATCH = 20
 
 Ping = Callable[[], Awaitable[None]]
-
-
-def seed(name: str) -> bytes:
-    return hashlib.sha256(f"bench-ping {name}".encode()).digest()
-
-
-def bare_host(name: str) -> IHost:
-    """A host built like /work/shared/reference/libp2p_minimal.py."""
-    key_pair = create_new_key_pair(seed(name))
-    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
-    return new_host(
-        key_pair=key_pair,
-        sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
-    )
 
 
 @asynccontextmanager
