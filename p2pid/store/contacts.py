@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
-from p2pid.store.db import Connection, StoreError, savepoint
+from p2pid.store.db import Connection, StoreError, check_blob, savepoint
 
 IDENTITY_KEY_BYTES = 32
 DEVICE_KEY_BYTES = 32
@@ -266,7 +266,7 @@ def remove_contact(conn: Connection, identity_key: bytes) -> bool:
 
 def set_blocked(conn: Connection, identity_key: bytes, blocked: bool, now_ms: int) -> bool:
     """Block or unblock an identity, contact or not. True if that changed anything."""
-    _check_key(identity_key, IDENTITY_KEY_BYTES, "identity key")
+    check_blob(identity_key, IDENTITY_KEY_BYTES, "identity key")
     if blocked:
         cursor = conn.execute(
             "INSERT INTO blocked_identities (identity_key, blocked_at) VALUES (?, ?)"
@@ -386,14 +386,14 @@ def list_identity_key_changes(
 
 
 def _check_record(record: ContactRecord) -> None:
-    _check_key(record.identity_key, IDENTITY_KEY_BYTES, "identity key")
+    check_blob(record.identity_key, IDENTITY_KEY_BYTES, "identity key")
     if record.device_list_version < 0:
         raise ValueError("a device list version is not negative")
     peer_ids = [device.peer_id for device in record.devices]
     if len(set(peer_ids)) != len(peer_ids):
         raise ValueError("the record lists a device twice")
     for device in record.devices:
-        _check_key(device.device_key, DEVICE_KEY_BYTES, "device key")
+        check_blob(device.device_key, DEVICE_KEY_BYTES, "device key")
 
 
 def _check_device_owners(
@@ -626,7 +626,7 @@ class InviteUseRow:
 
 def create_invite(conn: Connection, invite: InviteRow) -> None:
     """Store a new invite: unused (uses_left == max_uses >= 1), not cancelled, with its secret."""
-    _check_key(invite.invite_id, INVITE_ID_BYTES, "invite id")
+    check_blob(invite.invite_id, INVITE_ID_BYTES, "invite id")
     if not invite.secret or not invite.code:
         raise ValueError("a new invite needs its secret and its code")
     if invite.secret == bytes(len(invite.secret)):
@@ -702,7 +702,7 @@ def redeem_invite(
     `receipt` (opaque) is kept with the use, for answering that joiner's retries once the
     secret is gone: see `get_invite_use`.
     """
-    _check_key(joiner_identity_key, IDENTITY_KEY_BYTES, "joiner identity key")
+    check_blob(joiner_identity_key, IDENTITY_KEY_BYTES, "joiner identity key")
     with savepoint(conn, "redeem_invite"):
         if get_invite_use(conn, invite_id, joiner_identity_key) is not None:
             return RedeemResult.ALREADY_REDEEMED_BY_THIS_JOINER
@@ -834,7 +834,7 @@ def add_contact_request(
     A pending request from the same identity is replaced: it becomes 'replaced' (its card
     dropped) and still counts in `count_requests_since`. The caller checks blocks and rate limits.
     """
-    _check_key(identity_key, IDENTITY_KEY_BYTES, "identity key")
+    check_blob(identity_key, IDENTITY_KEY_BYTES, "identity key")
     with savepoint(conn, "add_contact_request"):
         conn.execute(
             "UPDATE contact_requests SET state = 'replaced', decided_at = ?, card = X''"
@@ -1097,11 +1097,6 @@ def _require_contact(conn: Connection, identity_key: bytes) -> None:
 
 
 # --- shared helpers -----------------------------------------------------------------------
-
-
-def _check_key(value: object, size: int, label: str) -> None:
-    if not isinstance(value, bytes) or len(value) != size:
-        raise ValueError(f"the {label} must be {size} bytes")
 
 
 def _encode_list(items: Iterable[str]) -> str:

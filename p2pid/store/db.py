@@ -102,6 +102,12 @@ def savepoint(conn: Connection, name: str = "p2pid_atomic") -> Iterator[None]:
     conn.execute(f'RELEASE "{name}"')
 
 
+def check_blob(value: object, size: int, label: str) -> None:
+    """A key or id a query is about to store or look up must be exactly `size` bytes."""
+    if not isinstance(value, bytes) or len(value) != size:
+        raise ValueError(f"the {label} must be {size} bytes")
+
+
 def schema_version(conn: Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 

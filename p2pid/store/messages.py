@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlcipher3.dbapi2 as sqlite
 
-from p2pid.store.db import Connection, StoreError, savepoint
+from p2pid.store.db import Connection, StoreError, check_blob, savepoint
 
 IDENTITY_KEY_BYTES = 32
 MESSAGE_ID_BYTES = 16
@@ -105,7 +105,7 @@ class Cursor:
     message_id: bytes
 
     def __post_init__(self) -> None:
-        _check_bytes(self.message_id, MESSAGE_ID_BYTES, "message id")
+        check_blob(self.message_id, MESSAGE_ID_BYTES, "message id")
 
     def encode(self) -> str:
         """Opaque text for clients; `decode` reads it back."""
@@ -131,7 +131,7 @@ def cursor_of(message: MessageRow) -> Cursor:
 
 def conversation_id_for(conn: Connection, peer_identity: bytes, now_ms: int) -> int:
     """The id of the conversation with `peer_identity`, created (empty) if there is none."""
-    _check_bytes(peer_identity, IDENTITY_KEY_BYTES, "peer identity key")
+    check_blob(peer_identity, IDENTITY_KEY_BYTES, "peer identity key")
     row = conn.execute(
         "SELECT id FROM conversations WHERE peer_identity = ?", (peer_identity,)
     ).fetchone()
@@ -328,7 +328,7 @@ def mark_delivered(
     """
     ids = list(dict.fromkeys(message_ids))
     for message_id in ids:
-        _check_bytes(message_id, MESSAGE_ID_BYTES, "message id")
+        check_blob(message_id, MESSAGE_ID_BYTES, "message id")
     changed: list[MessageRow] = []
     with savepoint(conn, "mark_delivered"):
         for chunk in _chunks(ids):
@@ -353,7 +353,7 @@ def mark_read_up_to(
     `up_to` must be an outgoing message of the conversation with `by_identity`; otherwise
     nothing changes. Returns the changed messages in display order.
     """
-    _check_bytes(up_to, MESSAGE_ID_BYTES, "message id")
+    check_blob(up_to, MESSAGE_ID_BYTES, "message id")
     target = conn.execute(
         "SELECT conversation_id, lamport, sent_at FROM messages"
         " WHERE message_id = ? AND outgoing = 1"
@@ -379,7 +379,7 @@ def mark_failed_if_undeliverable(
 ) -> MessageRow | None:
     """A pending outgoing message none of whose envelopes is left in the outbox (every device
     refused it) -> 'failed'. The changed message, or None."""
-    _check_bytes(message_id, MESSAGE_ID_BYTES, "message id")
+    check_blob(message_id, MESSAGE_ID_BYTES, "message id")
     if conn.execute("SELECT 1 FROM outbox WHERE message_id = ?", (message_id,)).fetchone():
         return None
     row = conn.execute(
@@ -431,8 +431,8 @@ def enqueue(conn: Connection, entry: NewOutboxEntry) -> int:
     The same message for the same device is queued once: enqueuing it again changes nothing
     and returns the id of the entry already queued.
     """
-    _check_bytes(entry.message_id, MESSAGE_ID_BYTES, "message id")
-    _check_bytes(entry.recipient_identity, IDENTITY_KEY_BYTES, "recipient identity key")
+    check_blob(entry.message_id, MESSAGE_ID_BYTES, "message id")
+    check_blob(entry.recipient_identity, IDENTITY_KEY_BYTES, "recipient identity key")
     with savepoint(conn, "enqueue"):
         row = conn.execute(
             "INSERT INTO outbox (message_id, recipient_identity, recipient_device, payload,"
@@ -584,7 +584,7 @@ def delete_sessions(conn: Connection, peer_curve25519: str) -> int:
 
 def record_envelope(conn: Connection, sender_device: str, message_id: bytes, now_ms: int) -> bool:
     """Note an envelope as received. False, changing nothing, if it was received before."""
-    _check_bytes(message_id, MESSAGE_ID_BYTES, "message id")
+    check_blob(message_id, MESSAGE_ID_BYTES, "message id")
     cursor = conn.execute(
         "INSERT INTO received_envelopes (sender_device, message_id, received_at)"
         " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -801,8 +801,8 @@ def _quote_words(query: str) -> str:
 
 
 def _check_new_message(message: NewMessage) -> None:
-    _check_bytes(message.message_id, MESSAGE_ID_BYTES, "message id")
-    _check_bytes(message.sender_identity, IDENTITY_KEY_BYTES, "sender identity key")
+    check_blob(message.message_id, MESSAGE_ID_BYTES, "message id")
+    check_blob(message.sender_identity, IDENTITY_KEY_BYTES, "sender identity key")
     allowed = OUTGOING_STATES if message.outgoing else INCOMING_STATES
     if message.state not in allowed:
         direction = "an outgoing" if message.outgoing else "an incoming"
@@ -811,11 +811,6 @@ def _check_new_message(message: NewMessage) -> None:
         )
     if message.lamport < 1:
         raise ValueError("a message's lamport must be at least 1")
-
-
-def _check_bytes(value: object, size: int, label: str) -> None:
-    if not isinstance(value, bytes) or len(value) != size:
-        raise ValueError(f"the {label} must be {size} bytes")
 
 
 def _check_limit(limit: int) -> None:
