@@ -90,9 +90,6 @@ class Courier:
             self._tasks[peer_id] = _DeviceTask()
             self._nursery.start_soon(self._deliver, peer_id)
 
-    def busy_devices(self) -> list[str]:
-        return sorted(self._tasks)
-
     async def _deliver(self, peer_id: str) -> None:
         try:
             await self._deliver_until_done(peer_id)

@@ -47,6 +47,7 @@ from p2pid.wire.events import Event
 from p2pid.wire.messages import (
     MAX_LAMPORT,
     MAX_RECEIPT_IDS,
+    MESSAGE_ID_BYTES,
     Body,
     ConversationSummary,
     DeliveryReceipt,
@@ -76,7 +77,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MESSAGE_ID_BYTES = 16
 PREKEYS_PER_REFILL = 5
 # A contact opening session after session (each one asks for a refill) cannot make this device
 # mint one-time keys faster than this.
