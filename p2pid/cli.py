@@ -677,7 +677,7 @@ STATE_MARKS = {"pending": "·", "delivered": "✓", "read": "✓✓", "failed": 
 
 
 def format_clock(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+    return format_time(ms // 1000)
 
 
 def format_message(message: dict[str, Any], name: str) -> str:
