@@ -195,6 +195,12 @@ def build_parser() -> Parser:
     rename = actions.add_parser("rename", help="set (or with no NAME clear) your nickname for them")
     rename.add_argument("contact", metavar="CONTACT")
     rename.add_argument("nickname", metavar="NAME", nargs="?")
+    from p2pid.cli_devices import add_device_commands
+
+    add_device_commands(commands)
+    from p2pid.cli_kiosks import add_kiosk_commands
+
+    add_kiosk_commands(commands)
     demo = commands.add_parser(
         "demo", help="two local nodes on loopback, contacts, chatting; the TUI on one of them"
     )
@@ -522,7 +528,21 @@ def cmd_demo(home: Home, args: argparse.Namespace, output: Output) -> int:
     return run_demo(once=args.once, as_json=args.json, tui=not args.no_tui)
 
 
+def cmd_devices(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid import cli_devices
+
+    return cli_devices.cmd_devices(home, args, output)
+
+
+def cmd_device(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid import cli_devices
+
+    return cli_devices.cmd_device(home, args, output)
+
+
 COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
+    "devices": cmd_devices,
+    "device": cmd_device,
     "init": cmd_init,
     "daemon": cmd_daemon,
     "stop": cmd_stop,
@@ -545,6 +565,27 @@ COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
     "request": cmd_request,
     "requests": cmd_requests,
 }
+
+
+def cmd_kiosk_family(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid.cli_kiosks import KIOSK_COMMANDS
+
+    return KIOSK_COMMANDS[args.command](home, args, output)
+
+
+KIOSK_COMMAND_NAMES = (
+    "kiosk",
+    "pair",
+    "kiosks",
+    "kiosk-invoke",
+    "kiosk-revoke",
+    "kiosk-guests",
+    "kiosk-reset",
+    "kiosk-remove-guest",
+    "kiosk-approvals",
+    "kiosk-approve",
+)
+COMMANDS.update(dict.fromkeys(KIOSK_COMMAND_NAMES, cmd_kiosk_family))
 
 
 # -- human output ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from p2pid.crypto.device_list import sign_device_list
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
 from p2pid.crypto.invites import InviteError, new_invite, verify_invite
 from p2pid.crypto.olm import OlmAccount
+from p2pid.device_sync import fallback_prekeys, record_from_list, split_signed_list
 from p2pid.events import EventBus, now_ms
 from p2pid.protocols.cards import JoinedContact
 from p2pid.protocols.contact_join import JoinError, PriorWelcome
@@ -173,11 +174,17 @@ class Contacts:
         self._vault_key = vault_key
         self._olm = OlmAccount.from_pickle(identity.olm_account, vault_key)  # its public keys
         self.on_contact_added: list[Callable[[bytes], None]] = []
-        self._device_list = self._sign_own_device_list()
+        self._device_list: SignedDeviceList | None = None
+        self._sibling_prekeys: list[DevicePrekeys] = []
 
-    # -- my card ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load my signed device list; a home from before device linking signs its first one."""
+        await self.store.write(self._ensure_own_device_list)
+        await self.reload_own_devices()
 
-    def _sign_own_device_list(self) -> SignedDeviceList:
+    def _ensure_own_device_list(self, conn: Connection) -> None:
+        if contact_queries.get_self(conn) is not None:
+            return
         this_device = DeviceEntry(
             device_key=self.keys.device_public_key,
             olm_curve25519=self._olm.curve25519,
@@ -186,9 +193,27 @@ class Contacts:
             created_at=self.identity.created_at,
             capabilities=DEVICE_CAPABILITIES,
         )
-        return sign_device_list(
+        signed = sign_device_list(
             self.keys.identity_signing_key, 1, self.identity.created_at, [this_device]
         )
+        record = record_from_list(signed, self.keys.identity_public_key, self.identity.name, [])
+        contact_queries.save_self(conn, record, now_ms())
+
+    async def reload_own_devices(self) -> None:
+        """Take my device list (and my other devices' fallback keys) from the store again."""
+        mine = await self.store.read(contact_queries.get_self)
+        assert mine is not None and mine.device_list is not None
+        self._device_list = split_signed_list(mine.device_list)
+        self._sibling_prekeys = fallback_prekeys(
+            tuple(d for d in mine.devices if d.device_key != self.keys.device_public_key)
+        )
+
+    @property
+    def own_device_list(self) -> SignedDeviceList:
+        assert self._device_list is not None, "Contacts.start() loads it"
+        return self._device_list
+
+    # -- my card ---------------------------------------------------------------------------
 
     async def _publish_one_time_keys(self) -> DevicePrekeys:
         return await self.store.write(
@@ -203,8 +228,8 @@ class Contacts:
         )
         return ContactCard(
             display_name=self.identity.name,
-            device_list=self._device_list,
-            prekeys=[await self._publish_one_time_keys()],
+            device_list=self.own_device_list,
+            prekeys=[await self._publish_one_time_keys(), *self._sibling_prekeys],
             fields=fields,
         )
 

@@ -40,6 +40,8 @@ class AlreadyRunning(Exception):
 class DaemonOptions:
     home: Home
     node: NodeConfig
+    # The kiosk console: gets the running node and a nursery for its own tasks.
+    attach: Callable[[Node, trio.Nursery], None] | None = None
 
 
 def acquire_home_lock(home: Home) -> IO[str]:
@@ -70,7 +72,8 @@ def configure_logging(stream: IO[str]) -> None:
     root.setLevel(os.environ.get("P2PID_LOG_LEVEL", "INFO").upper())
 
 
-async def serve(options: DaemonOptions, vault_key: bytes, on_ready: Callable[[str], None]) -> None:
+async def serve(options: DaemonOptions, vault_key: bytes, on_ready: Callable[[str], None]) -> bool:
+    """Run until stopped; True if another device of mine revoked this one (wipe the home)."""
     home = options.home
     events = EventBus()
     stop_requested = trio.Event()
@@ -82,6 +85,9 @@ async def serve(options: DaemonOptions, vault_key: bytes, on_ready: Callable[[st
         server = RpcServer(daemon_methods(node, stop_requested.set), events)
         await nursery.start(server.serve, home.socket)
         nursery.start_soon(_stop_on_signal, stop_requested)
+        nursery.start_soon(_stop_when_revoked, node, stop_requested)
+        if options.attach is not None:
+            options.attach(node, nursery)
         status = node.status()
         log.info("ready: peer %s listening on %s", status.peer_id, " ".join(status.listen_addrs))
         on_ready(status.peer_id)
@@ -90,6 +96,17 @@ async def serve(options: DaemonOptions, vault_key: bytes, on_ready: Callable[[st
         events.publish(DaemonStopping(at_ms=now_ms(), reason="stop requested"))
         nursery.cancel_scope.cancel()
     log.info("stopped")
+    return node.revoked.is_set()
+
+
+REVOKED_GRACE_SECONDS = 1.0
+
+
+async def _stop_when_revoked(node: Node, stop_requested: trio.Event) -> None:
+    await node.revoked.wait()
+    # Let the acknowledgement of the revoking list reach the sender before stopping.
+    await trio.sleep(REVOKED_GRACE_SECONDS)
+    stop_requested.set()
 
 
 async def _stop_on_signal(stop_requested: trio.Event) -> None:
@@ -107,7 +124,9 @@ def run(
     lock = acquire_home_lock(options.home)
     try:
         vault_key = unlock_vault_key(options.home, passphrase)
-        trio.run(serve, options, vault_key, on_ready)
+        if trio.run(serve, options, vault_key, on_ready):
+            options.home.wipe_identity()
+            log.warning("this device was revoked: its identity was wiped")
     finally:
         lock.close()
 

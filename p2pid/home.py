@@ -53,6 +53,18 @@ class Home:
     def is_initialised(self) -> bool:
         return self.database.exists() and (self.key_file.exists() or self.wrapped_key.exists())
 
+    def wipe_identity(self) -> None:
+        """Delete the key and the store (with its WAL files): what a revoked device must not
+        keep. The directory stays."""
+        for path in (
+            self.key_file,
+            self.wrapped_key,
+            self.database,
+            self.database.with_name(self.database.name + "-wal"),
+            self.database.with_name(self.database.name + "-shm"),
+        ):
+            path.unlink(missing_ok=True)
+
     def ensure_private_dir(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)

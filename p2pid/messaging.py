@@ -23,8 +23,10 @@ import trio
 
 from p2pid.contacts import publish_one_time_keys
 from p2pid.courier import Courier
+from p2pid.crypto.device_list import DeviceListError
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key
 from p2pid.crypto.olm import OlmAccount, OlmCiphertext, OlmError, OlmSession
+from p2pid.device_sync import SyncError, contact_snapshot, import_contact, record_from_list
 from p2pid.events import now_ms
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols.messaging import DropReason, check_header, serve_messages
@@ -43,14 +45,18 @@ from p2pid.store.messages import (
     OutboxEntry,
 )
 from p2pid.store.trio_store import TrioStore
+from p2pid.wire.devices import ContactDevicesChanged, OwnDevicesChanged
 from p2pid.wire.events import Event
+from p2pid.wire.invite import AddressHint
 from p2pid.wire.messages import (
     MAX_LAMPORT,
     MAX_RECEIPT_IDS,
     MESSAGE_ID_BYTES,
     Body,
+    ContactCopy,
     ConversationSummary,
     DeliveryReceipt,
+    DeviceListUpdate,
     Envelope,
     MessagePage,
     MessageReceived,
@@ -65,6 +71,7 @@ from p2pid.wire.messages import (
     PrekeyRefill,
     ReadReceipt,
     Result,
+    SentCopy,
     Text,
     check_text,
     decode_payload,
@@ -121,6 +128,8 @@ class _BatchOutcome:
     received: int = 0
     duplicates: int = 0
     receipts_owed: bool = False
+    revoked: bool = False  # a newer list of my own devices leaves this one out
+    hints: dict[str, list[str]] = field(default_factory=dict)  # addresses of new devices
 
 
 def message_view(row: MessageRow) -> MessageView:
@@ -177,6 +186,8 @@ class Messaging:
         self._last_refill_ms: dict[bytes, int] = {}
         self._receipts_owed = trio.Event()
         self._sessions: dict[str, tuple[str, OlmSession]] = {}  # id -> (its pickle, session)
+        # Called once a signed list of my devices without this one was committed.
+        self.on_revoked: Callable[[], None] = lambda: None
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cutoff = now_ms() - RECEIVED_ENVELOPES_KEPT_MS
@@ -240,8 +251,9 @@ class Messaging:
         self, conn: Connection, recipient_identity: bytes, body: Body, now: int
     ) -> tuple[MessageRow | None, list[str]]:
         """Store a message and queue it, encrypted, for every device that should have it."""
-        conversation = message_queries.conversation_id_for(conn, recipient_identity, now)
+        conversation = 0
         if isinstance(body, Text):
+            conversation = message_queries.conversation_id_for(conn, recipient_identity, now)
             lamport = message_queries.next_lamport(conn, conversation)
         else:  # receipts and keys are not part of the conversation's order
             current = message_queries.get_conversation(conn, recipient_identity)
@@ -290,16 +302,43 @@ class Messaging:
             raise MessagingError(
                 "unreachable", "no device of this contact can be written to (no Olm keys)"
             )
+        if isinstance(body, Text) and recipient_identity != self._identity_key:
+            copy = Payload(
+                message_id=message_id,
+                sender_identity=self._identity_key,
+                recipient_identity=self._identity_key,
+                sent_at_ms=now,
+                lamport=lamport,
+                body=SentCopy(conversation_with=recipient_identity, text=body.text),
+            )
+            queued += self._queue_copies(conn, message_id, copy, now)
         return row, queued
 
     def _recipients(self, conn: Connection, identity_key: bytes) -> list[_Recipient]:
-        """Every device of the person's signed device list. (Copies for this identity's own other
-        devices join this list when devices can be linked.)"""
-        contact = contact_queries.get_contact(conn, identity_key)
+        """Every device of the person's signed device list; for my own identity, my other
+        devices."""
+        contact = contact_queries.get_contact(conn, identity_key, include_self=True)
         devices: Sequence[ContactDevice] = contact.devices if contact else ()
         return [
-            _Recipient(identity_key, d.peer_id, d.device_key, d.olm_curve25519) for d in devices
+            _Recipient(identity_key, d.peer_id, d.device_key, d.olm_curve25519)
+            for d in devices
+            if d.device_key != self._device_key
         ]
+
+    def _queue_copies(
+        self, conn: Connection, message_id: bytes, payload: Payload, now: int
+    ) -> list[str]:
+        """Queue a payload to my other devices under the message's own id."""
+        encoded = encode_payload(payload)
+        queued = []
+        for recipient in self._recipients(conn, self._identity_key):
+            try:
+                self._enqueue(conn, message_id, recipient, encoded, now)
+            except OlmError as error:
+                log.warning("cannot encrypt for my device %s: %s", recipient.peer_id, error)
+                continue
+            queued.append(recipient.peer_id)
+        return queued
 
     def _enqueue(
         self, conn: Connection, message_id: bytes, recipient: _Recipient, payload: bytes, now: int
@@ -374,7 +413,7 @@ class Messaging:
     def _rekey(self, conn: Connection, peer_id: str, refused: Sequence[OutboxEntry]) -> None:
         """The device cannot decrypt: forget our sessions with it and re-encrypt everything
         waiting for it under a new session from a fresh prekey."""
-        contact = contact_queries.contact_for_peer(conn, peer_id)
+        contact = contact_queries.contact_for_peer(conn, peer_id, include_self=True)
         device = (
             next((d for d in contact.devices if d.peer_id == peer_id), None) if contact else None
         )
@@ -437,10 +476,15 @@ class Messaging:
             self.count_drop(peer_id, reason, count)
         for event in outcome.events:
             self._publish(event)
+        for peer_id, addrs in outcome.hints.items():
+            self._net.add_addrs(peer_id, addrs)
+            outcome.kick.add(peer_id)
         for device in outcome.kick:
             self._courier.kick(device)
         if outcome.receipts_owed:
             self._receipts_owed.set()
+        if outcome.revoked:
+            self.on_revoked()
         return outcome.results
 
     def _accept_batch(
@@ -448,7 +492,7 @@ class Messaging:
     ) -> _BatchOutcome:
         outcome = _BatchOutcome()
         now = now_ms()
-        contact = contact_queries.contact_for_peer(conn, peer_id)
+        contact = contact_queries.contact_for_peer(conn, peer_id, include_self=True)
         delivered: list[bytes] = []
         refill = False
         for envelope in envelopes:
@@ -460,9 +504,10 @@ class Messaging:
                 outcome.drops[refused.reason] += 1
                 outcome.results.append(refused.result)
         if contact is not None:
-            for message_id in delivered:
-                message_queries.owe_receipt(conn, contact.identity_key, message_id)
-            outcome.receipts_owed = bool(delivered)
+            if contact.identity_key != self._identity_key:
+                for message_id in delivered:
+                    message_queries.owe_receipt(conn, contact.identity_key, message_id)
+                outcome.receipts_owed = bool(delivered)
             if refill and self._refill_due(contact.identity_key, now):
                 prekeys = publish_one_time_keys(
                     conn, self._vault_key, self._device_key, PREKEYS_PER_REFILL
@@ -557,6 +602,14 @@ class Messaging:
     ) -> None:
         body = payload.body
         sender = contact.identity_key
+        if sender == self._identity_key:
+            self._apply_from_my_device(conn, device, payload, now, outcome)
+            return
+        if isinstance(body, SentCopy | ContactCopy):
+            raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
+        if isinstance(body, DeviceListUpdate):
+            self._apply_contact_device_list(conn, contact, body, now, outcome)
+            return
         if isinstance(body, Text):
             conversation = message_queries.conversation_id_for(conn, sender, now)
             row = message_queries.insert_message(
@@ -598,6 +651,196 @@ class Messaging:
             contact_queries.set_device_prekeys(
                 conn, device.peer_id, body.prekeys.one_time_keys, body.prekeys.fallback_key
             )
+
+    def _apply_from_my_device(
+        self,
+        conn: Connection,
+        device: ContactDevice,
+        payload: Payload,
+        now: int,
+        outcome: _BatchOutcome,
+    ) -> None:
+        body = payload.body
+        if isinstance(body, SentCopy):
+            conversation = message_queries.conversation_id_for(conn, body.conversation_with, now)
+            row = message_queries.insert_message(
+                conn,
+                conversation,
+                NewMessage(
+                    message_id=payload.message_id,
+                    sender_identity=self._identity_key,
+                    sender_device=device.peer_id,
+                    outgoing=True,
+                    kind="text",
+                    body=body.text,
+                    lamport=payload.lamport,
+                    sent_at=payload.sent_at_ms,
+                    received_at=now,
+                    state="pending",
+                ),
+            )
+            if row is not None:
+                view = message_view(row)
+                contact = contact_queries.get_contact(conn, body.conversation_with)
+                outcome.events.append(
+                    MessageSent(
+                        at_ms=now,
+                        conversation_id=view.conversation_id,
+                        name=contact.name if contact else view.conversation_id[:12],
+                        message=view,
+                    )
+                )
+        elif isinstance(body, ContactCopy):
+            try:
+                import_contact(conn, body.contact, now)
+            except SyncError:
+                raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
+        elif isinstance(body, DeviceListUpdate):
+            self._apply_own_device_list(conn, body, now, outcome)
+        elif isinstance(body, PrekeyRefill):
+            if body.prekeys.device_key != device.device_key:
+                raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
+            contact_queries.set_device_prekeys(
+                conn, device.peer_id, body.prekeys.one_time_keys, body.prekeys.fallback_key
+            )
+        else:  # texts and receipts to myself are not a thing
+            raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
+
+    def _apply_contact_device_list(
+        self,
+        conn: Connection,
+        contact: ContactRow,
+        body: DeviceListUpdate,
+        now: int,
+        outcome: _BatchOutcome,
+    ) -> None:
+        try:
+            record = record_from_list(
+                body.device_list, contact.identity_key, contact.display_name, list(body.prekeys)
+            )
+        except DeviceListError:
+            raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
+        if record.device_list_version <= contact.device_list_version:
+            return
+        kept = {d.peer_id for d in record.devices}
+        gone = [d for d in contact.devices if d.peer_id not in kept]
+        contact_queries.upsert_contact(conn, record, now)
+        self._forget_devices(conn, gone)
+        self._remember_hints(conn, record.devices, body, now, outcome)
+        outcome.events.append(
+            ContactDevicesChanged(
+                at_ms=now,
+                identity_id=identity_id_from_public_key(contact.identity_key),
+                name=contact.name,
+                version=record.device_list_version,
+                added=[
+                    d.peer_id
+                    for d in record.devices
+                    if d.peer_id not in {c.peer_id for c in contact.devices}
+                ],
+                removed=[d.peer_id for d in gone],
+            )
+        )
+
+    def _apply_own_device_list(
+        self, conn: Connection, body: DeviceListUpdate, now: int, outcome: _BatchOutcome
+    ) -> None:
+        mine = contact_queries.get_self(conn)
+        name = mine.display_name if mine else ""
+        try:
+            record = record_from_list(
+                body.device_list, self._identity_key, name or "me", list(body.prekeys)
+            )
+        except DeviceListError:
+            raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
+        if mine is not None and record.device_list_version <= mine.device_list_version:
+            return
+        if not any(d.device_key == self._device_key for d in record.devices):
+            outcome.revoked = True
+            return
+        kept = {d.peer_id for d in record.devices}
+        gone = [d for d in (mine.devices if mine else ()) if d.peer_id not in kept]
+        contact_queries.save_self(conn, record, now)
+        self._forget_devices(conn, gone)
+        self._remember_hints(conn, record.devices, body, now, outcome)
+        outcome.events.append(OwnDevicesChanged(at_ms=now, version=record.device_list_version))
+
+    def _remember_hints(
+        self,
+        conn: Connection,
+        devices: Sequence[ContactDevice],
+        body: DeviceListUpdate,
+        now: int,
+        outcome: _BatchOutcome,
+    ) -> None:
+        listed = {d.peer_id for d in devices}
+        for peer_id, addrs in body.addrs.items():
+            usable = [a for a in addrs if AddressHint.from_multiaddr(a) is not None]
+            if peer_id in listed and usable:
+                queries.upsert_peer_seen(conn, peer_id, usable, "invite", {}, now)
+                outcome.hints[peer_id] = usable
+
+    def _forget_devices(self, conn: Connection, devices: Sequence[ContactDevice]) -> None:
+        """Devices that left a device list get nothing more: their queue and sessions go."""
+        for device in devices:
+            message_queries.drop_outbox_for_device(conn, device.peer_id)
+            message_queries.delete_sessions(conn, device.olm_curve25519)
+
+    # -- device lists ----------------------------------------------------------------------------
+
+    async def publish_device_list(
+        self, body: DeviceListUpdate, also_to: Sequence[ContactDevice] = ()
+    ) -> None:
+        """Queue my new device list to every device of every contact, to my other devices, and
+        to `also_to` (a device just revoked, so it learns it)."""
+
+        def write(conn: Connection) -> list[str]:
+            now = now_ms()
+            devices: list[str] = []
+            for contact in contact_queries.list_contacts(conn):
+                if contact.blocked:
+                    continue
+                devices += self._compose(conn, contact.identity_key, body, now)[1]
+            devices += self._compose(conn, self._identity_key, body, now)[1]
+            for device in also_to:
+                recipient = _Recipient(
+                    self._identity_key, device.peer_id, device.device_key, device.olm_curve25519
+                )
+                message_id = os.urandom(MESSAGE_ID_BYTES)
+                payload = encode_payload(
+                    Payload(
+                        message_id=message_id,
+                        sender_identity=self._identity_key,
+                        recipient_identity=self._identity_key,
+                        sent_at_ms=now,
+                        lamport=1,
+                        body=body,
+                    )
+                )
+                try:
+                    self._enqueue(conn, message_id, recipient, payload, now)
+                    devices.append(device.peer_id)
+                except OlmError as error:
+                    log.warning("cannot tell %s it was revoked: %s", device.peer_id, error)
+            return devices
+
+        for peer_id in await self._store.write(write):
+            self._courier.kick(peer_id)
+
+    async def copy_contact(self, identity_key: bytes) -> None:
+        """Queue a contact I added or changed to my other devices."""
+
+        def write(conn: Connection) -> list[str]:
+            contact = contact_queries.get_contact(conn, identity_key)
+            snapshot = contact_snapshot(conn, contact) if contact else None
+            if snapshot is None:
+                return []
+            return self._compose(conn, self._identity_key, ContactCopy(contact=snapshot), now_ms())[
+                1
+            ]
+
+        for peer_id in await self._store.write(write):
+            self._courier.kick(peer_id)
 
     # -- history -------------------------------------------------------------------------------
 

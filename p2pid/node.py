@@ -18,7 +18,10 @@ from p2pid import __version__
 from p2pid.contact_requests import ContactRequests
 from p2pid.contacts import Contacts, ContactsError, parse_invite_code
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
+from p2pid.devices import Devices
 from p2pid.events import EventBus, now_ms
+from p2pid.kiosk.service import KioskConfig, KioskService
+from p2pid.kiosks import Kiosks, Pairable
 from p2pid.messaging import Messaging
 from p2pid.net import NetError
 from p2pid.net.host import NetHost, StreamHandler
@@ -30,11 +33,12 @@ from p2pid.net.mdns import (
 )
 from p2pid.net.mdns import PeerLost as MdnsPeerLost
 from p2pid.profile import Profile
-from p2pid.protocols import contact_join
+from p2pid.protocols import contact_join, kiosk_control, kiosk_pair
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
 from p2pid.store.contacts import ContactRow, InviteRow
+from p2pid.store.db import Connection
 from p2pid.store.queries import LocalIdentityRow
 from p2pid.store.trio_store import TrioStore
 from p2pid.verification import Verifications
@@ -51,6 +55,8 @@ from p2pid.wire.api import (
 )
 from p2pid.wire.contact_join import PROTOCOL_ID as CONTACT_JOIN_PROTOCOL
 from p2pid.wire.contact_request import PROTOCOL_ID as CONTACT_REQUEST_PROTOCOL
+from p2pid.wire.devices import DeviceRevoked
+from p2pid.wire.kiosk import APPROVAL_PROTOCOL_ID, CONTROL_PROTOCOL_ID, PAIR_PROTOCOL_ID
 from p2pid.wire.messages import PROTOCOL_ID as MESSAGE_PROTOCOL
 from p2pid.wire.messages import ConversationSummary, MessagePage, MessageView, MessagingStats
 from p2pid.wire.profile import PROTOCOL_ID as PROFILE_PROTOCOL
@@ -61,6 +67,10 @@ log = logging.getLogger(__name__)
 
 UNSPECIFIED_IP4 = "/ip4/0.0.0.0/"
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/0",)
+
+
+GREETING_CONCURRENCY = 16
+GREETING_TIMEOUT_SECONDS = 10.0
 
 
 class NodeError(Exception):
@@ -76,6 +86,7 @@ class NodeConfig:
     listen_addrs: Sequence[str] = DEFAULT_LISTEN
     mdns_enabled: bool = True
     mdns_interfaces: Sequence[str] | None = None
+    kiosk: KioskConfig | None = None  # this node is a kiosk (`p2pid kiosk`)
 
 
 @dataclass
@@ -155,6 +166,46 @@ class Node:
         self.messaging = Messaging(
             store=store, net=net, keys=self.keys, vault_key=vault_key, publish=events.publish
         )
+        self.kiosks = Kiosks(
+            store=store,
+            net=net,
+            keys=self.keys,
+            display_name=identity.name,
+            device_list=lambda: self.contacts.own_device_list,
+            addrs=self.reachable_addrs,
+            pairable=self.pairable_kiosks,
+            publish=events.publish,
+        )
+        self.kiosk: KioskService | None = None
+        if config.kiosk is not None:
+            self.kiosk = KioskService(
+                store=store,
+                net=net,
+                keys=self.keys,
+                config=config.kiosk,
+                publish=events.publish,
+                addrs=self.reachable_addrs,
+            )
+        self.devices = Devices(
+            store=store,
+            net=net,
+            keys=self.keys,
+            identity_name=identity.name,
+            vault_key=vault_key,
+            contacts=self.contacts,
+            messaging=self.messaging,
+            publish=events.publish,
+            addrs=self.reachable_addrs,
+            nursery=nursery,
+        )
+        # Set once a device list of mine without this device arrived: the daemon stops and
+        # wipes the identity.
+        self.revoked = trio.Event()
+        self.messaging.on_revoked = self._on_revoked
+        # My other devices get a copy of every contact I add.
+        self.contacts.on_contact_added.append(
+            lambda identity_key: nursery.start_soon(self.messaging.copy_contact, identity_key)
+        )
         # A new contact gets the fields it may see now, pushed as a snapshot.
         self.contacts.on_contact_added.append(
             lambda _identity_key: nursery.start_soon(self.profile.propagate)
@@ -173,7 +224,16 @@ class Node:
             SAS_PROTOCOL: self.verifications.serve,
             PROFILE_PROTOCOL: self.profile.serve,
             MESSAGE_PROTOCOL: self.messaging.serve,
+            APPROVAL_PROTOCOL_ID: lambda stream: kiosk_pair.serve_approval(stream, self.kiosks),
         }
+        if self.kiosk is not None:
+            kiosk = self.kiosk
+            handlers[PAIR_PROTOCOL_ID] = lambda stream: kiosk_pair.serve_pair(
+                stream, self.net, kiosk
+            )
+            handlers[CONTROL_PROTOCOL_ID] = lambda stream: kiosk_control.serve_control(
+                stream, kiosk
+            )
         for protocol_id, handler in handlers.items():
             self.net.set_stream_handler(protocol_id, handler)
 
@@ -182,8 +242,21 @@ class Node:
             self.net.peer_id,
             self.reachable_addrs(),
             interfaces=self.config.mdns_interfaces,
-            fields={"p2pid": "1", "name": self.identity.name},
+            fields=self.mdns_fields(),
         )
+
+    def mdns_fields(self) -> dict[str, str]:
+        fields = {"p2pid": "1", "name": self.identity.name}
+        if self.config.kiosk is not None:  # pairable by short code
+            fields |= {"kiosk": "1", "kiosk_name": self.config.kiosk.name[:64]}
+        return fields
+
+    def pairable_kiosks(self) -> list[Pairable]:
+        return [
+            Pairable(peer_id, seen.fields.get("kiosk_name") or "", seen.addrs)
+            for peer_id, seen in self._discovered.items()
+            if seen.fields.get("kiosk") == "1"
+        ]
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -206,15 +279,46 @@ class Node:
                 config=config,
                 nursery=nursery,
             )
+            await node.contacts.start()
             await nursery.start(node.verifications.run)
             await nursery.start(node.messaging.run)
+            if node.kiosk is not None:
+                await nursery.start(node.kiosk.run)
             node._serve_protocols()
             await node._load_known_addresses()
+            nursery.start_soon(node._greet_known_devices)
             nursery.start_soon(node._forward_connection_events)
             if config.mdns_enabled:
                 nursery.start_soon(node._run_discovery, node._mdns_discovery())
             yield node
             nursery.cancel_scope.cancel()
+
+    async def _greet_known_devices(self) -> None:
+        """Connect to my contacts' and my own devices at start: they learn where this device
+        listens now (identify) and hand over what waited for it."""
+
+        def devices(conn: Connection) -> list[str]:
+            rows = contact_queries.list_contacts(conn)
+            mine = contact_queries.get_self(conn)
+            return [
+                d.peer_id
+                for row in [*rows, *([mine] if mine else [])]
+                if not row.blocked
+                for d in row.devices
+                if d.peer_id != self.net.peer_id
+            ]
+
+        limiter = trio.CapacityLimiter(GREETING_CONCURRENCY)
+
+        async def greet(peer_id: str) -> None:
+            async with limiter:
+                with trio.move_on_after(GREETING_TIMEOUT_SECONDS):
+                    with contextlib.suppress(NetError):
+                        await self.net.connect(peer_id)
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in await self.store.read(devices):
+                nursery.start_soon(greet, peer_id)
 
     async def _load_known_addresses(self) -> None:
         for peer in await self.store.read(queries.list_peers):
@@ -272,6 +376,19 @@ class Node:
                 event = events.PeerDisconnected(at_ms=now_ms(), peer_id=peer_id)
             self.events.publish(event)
 
+    def _on_revoked(self) -> None:
+        if not self.revoked.is_set():
+            log.warning("another device of mine revoked this one: wiping the identity")
+            self.events.publish(
+                DeviceRevoked(
+                    at_ms=now_ms(),
+                    peer_id=self.net.peer_id,
+                    name=self.identity.name,
+                    this_device=True,
+                )
+            )
+            self.revoked.set()
+
     async def _remember_devices_of(self, identity_key: bytes) -> None:
         contact = await self.store.read(
             lambda conn: contact_queries.get_contact(conn, identity_key)
@@ -283,7 +400,9 @@ class Node:
     async def _remember_contact_addrs(self, peer_id: str) -> None:
         """Keep where a contact's device listens, so its outbox can reach it after a restart."""
         if (
-            await self.store.read(lambda conn: contact_queries.contact_for_peer(conn, peer_id))
+            await self.store.read(
+                lambda conn: contact_queries.contact_for_peer(conn, peer_id, include_self=True)
+            )
             is None
         ):
             return

@@ -17,6 +17,15 @@ from p2pid.rpc.protocol import ErrorCode, RpcError
 Answer = Any | Callable[..., Any]
 
 
+def refuse(code: ErrorCode, message: str) -> Callable[..., Any]:
+    """An answer that is the daemon's refusal: the call raises RpcError(code, message)."""
+
+    def refused(**params: Any) -> Any:
+        raise RpcError(code, message)
+
+    return refused
+
+
 class ScriptedLink:
     def __init__(self, answers: Mapping[str, Answer]) -> None:
         self.answers = dict(answers)

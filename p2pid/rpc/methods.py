@@ -10,11 +10,14 @@ import trio
 
 from p2pid import __version__
 from p2pid.contacts import DEFAULT_INVITE_TTL_SECONDS, ContactsError
+from p2pid.crypto.grants import DEFAULT_GRANT_TTL_MS
+from p2pid.kiosks import KiosksError
 from p2pid.messaging import DEFAULT_PAGE, MessagingError
 from p2pid.net import NetError, describe_error
 from p2pid.node import Node, NodeError
 from p2pid.profile import ProfileError
 from p2pid.protocols.contact_join import JoinError
+from p2pid.rpc.device_methods import device_methods
 from p2pid.rpc.protocol import ErrorCode, RpcError
 from p2pid.rpc.server import Handler
 from p2pid.verification import VerificationError
@@ -132,6 +135,37 @@ class SearchParams(msgspec.Struct, forbid_unknown_fields=True):
     limit: int = DEFAULT_PAGE
 
 
+class PairParams(msgspec.Struct, forbid_unknown_fields=True):
+    code: str | None = None
+    short_code: str | None = None
+    kiosk: str | None = None  # which pairable kiosk, when several are nearby
+    grant_ttl_ms: int = DEFAULT_GRANT_TTL_MS
+
+
+class KioskParams(msgspec.Struct, forbid_unknown_fields=True):
+    kiosk: str
+
+
+class KioskInvokeParams(msgspec.Struct, forbid_unknown_fields=True):
+    kiosk: str
+    routine: str
+    args: list[str] = []
+
+
+class RemoveGuestParams(msgspec.Struct, forbid_unknown_fields=True):
+    kiosk: str
+    guest: str
+
+
+class ApproveParams(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: str
+    accept: bool
+
+
+class KioskLogParams(msgspec.Struct, forbid_unknown_fields=True):
+    limit: int = 100
+
+
 def parse_params(params: dict[str, Any], kind: type[P]) -> P:
     try:
         return msgspec.convert(params, kind)
@@ -141,7 +175,8 @@ def parse_params(params: dict[str, Any], kind: type[P]) -> P:
 
 def as_rpc_error(error: Exception) -> RpcError:
     if isinstance(
-        error, NodeError | ContactsError | VerificationError | ProfileError | MessagingError
+        error,
+        NodeError | ContactsError | VerificationError | ProfileError | MessagingError | KiosksError,
     ):
         return RpcError(_NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error))
     if isinstance(error, JoinError):
@@ -295,6 +330,55 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         parse_params(params, NoParams)
         return await node.message_stats()
 
+    async def pair(params: dict[str, Any]) -> Any:
+        request = parse_params(params, PairParams)
+        return await node.kiosks.pair(
+            request.code, request.short_code, request.kiosk, request.grant_ttl_ms
+        )
+
+    async def kiosks(params: dict[str, Any]) -> Any:
+        parse_params(params, NoParams)
+        return await node.kiosks.list_kiosks()
+
+    async def kiosk_invoke(params: dict[str, Any]) -> Any:
+        request = parse_params(params, KioskInvokeParams)
+        return await node.kiosks.invoke(request.kiosk, request.routine, request.args)
+
+    async def kiosk_revoke(params: dict[str, Any]) -> Any:
+        return await node.kiosks.revoke(parse_params(params, KioskParams).kiosk)
+
+    async def kiosk_guests(params: dict[str, Any]) -> Any:
+        return await node.kiosks.guests(parse_params(params, KioskParams).kiosk)
+
+    async def kiosk_remove_guest(params: dict[str, Any]) -> Any:
+        request = parse_params(params, RemoveGuestParams)
+        return await node.kiosks.remove_guest(request.kiosk, request.guest)
+
+    async def kiosk_reset(params: dict[str, Any]) -> Any:
+        return await node.kiosks.reset(parse_params(params, KioskParams).kiosk)
+
+    async def kiosk_approvals(params: dict[str, Any]) -> Any:
+        parse_params(params, NoParams)
+        return node.kiosks.approvals()
+
+    async def kiosk_approve(params: dict[str, Any]) -> Any:
+        request = parse_params(params, ApproveParams)
+        return node.kiosks.approve(request.request_id, request.accept)
+
+    async def kiosk_status(params: dict[str, Any]) -> Any:
+        """Kiosk side: its codes, owner and guests (for `p2pid kiosk` front ends)."""
+        parse_params(params, NoParams)
+        if node.kiosk is None:
+            raise RpcError(ErrorCode.NOT_FOUND, "this node is not a kiosk (see `p2pid kiosk`)")
+        return await node.kiosk.status()
+
+    async def kiosk_log(params: dict[str, Any]) -> Any:
+        """Kiosk side: the latest invocations, newest first."""
+        request = parse_params(params, KioskLogParams)
+        if node.kiosk is None:
+            raise RpcError(ErrorCode.NOT_FOUND, "this node is not a kiosk (see `p2pid kiosk`)")
+        return await node.kiosk.invocations(max(1, min(request.limit, 1000)))
+
     async def stop(params: dict[str, Any]) -> dict[str, bool]:
         parse_params(params, NoParams)
         request_stop()
@@ -336,8 +420,20 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         "messages.read": messages_read,
         "messages.stats": messages_stats,
         "conversations": conversations,
+        "pair": pair,
+        "kiosks": kiosks,
+        "kiosk.invoke": kiosk_invoke,
+        "kiosk.revoke": kiosk_revoke,
+        "kiosk.guests": kiosk_guests,
+        "kiosk.remove_guest": kiosk_remove_guest,
+        "kiosk.reset": kiosk_reset,
+        "kiosk.approvals": kiosk_approvals,
+        "kiosk.approve": kiosk_approve,
+        "kiosk.status": kiosk_status,
+        "kiosk.log": kiosk_log,
     }
-    return {name: _translating_errors(handler) for name, handler in methods.items()}
+    translated = {name: _translating_errors(handler) for name, handler in methods.items()}
+    return translated | device_methods(node)
 
 
 def _translating_errors(handler: Handler) -> Handler:
@@ -352,6 +448,7 @@ def _translating_errors(handler: Handler) -> Handler:
             ProfileError,
             JoinError,
             MessagingError,
+            KiosksError,
             trio.TooSlowError,
         ) as error:
             raise as_rpc_error(error) from error

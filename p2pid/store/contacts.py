@@ -223,24 +223,83 @@ def set_verified(conn: Connection, identity_key: bytes, by: VerifiedBy | None, n
     return cursor.rowcount == 1
 
 
-def get_contact(conn: Connection, identity_key: bytes) -> ContactRow | None:
-    rows = _select_contacts(conn, "WHERE c.identity_key = ?", (identity_key,))
+def get_contact(
+    conn: Connection, identity_key: bytes, *, include_self: bool = False
+) -> ContactRow | None:
+    """The contact with this identity key. My own identity's row (my other devices) only if
+    `include_self`."""
+    where = "WHERE c.identity_key = ?" + ("" if include_self else " AND NOT c.is_self")
+    rows = _select_contacts(conn, where, (identity_key,))
     return rows[0] if rows else None
 
 
-def contact_for_peer(conn: Connection, peer_id: str) -> ContactRow | None:
-    """The contact one of whose devices is `peer_id`."""
+def contact_for_peer(
+    conn: Connection, peer_id: str, *, include_self: bool = False
+) -> ContactRow | None:
+    """The contact one of whose devices is `peer_id` (with `include_self`, also my own row when
+    it is one of my other devices)."""
     rows = _select_contacts(
         conn,
-        "WHERE c.identity_key = (SELECT identity_key FROM contact_devices WHERE peer_id = ?)",
+        "WHERE c.identity_key = (SELECT identity_key FROM contact_devices WHERE peer_id = ?)"
+        + ("" if include_self else " AND NOT c.is_self"),
         (peer_id,),
     )
     return rows[0] if rows else None
 
 
+def get_self(conn: Connection) -> ContactRow | None:
+    """The row of my own identity: my signed device list and my devices."""
+    rows = _select_contacts(conn, "WHERE c.is_self", ())
+    return rows[0] if rows else None
+
+
+def save_self(conn: Connection, record: ContactRecord, now_ms: int) -> ContactUpsert:
+    """Store my own device list (the newest wins, as for a contact) in the row marked as mine.
+
+    Devices that leave the list are recorded in `revoked_devices`.
+    """
+    before = get_self(conn)
+    if before is not None and before.identity_key != record.identity_key:
+        raise StoreError("the store already holds another identity's own device list")
+    with savepoint(conn, "save_self"):
+        outcome = upsert_contact(conn, record, now_ms)
+        conn.execute(
+            "UPDATE contacts SET is_self = 1 WHERE identity_key = ?", (record.identity_key,)
+        )
+        if before is not None and outcome is ContactUpsert.DEVICES_UPDATED:
+            kept = {device.peer_id for device in record.devices}
+            conn.executemany(
+                "INSERT INTO revoked_devices (peer_id, name, created_at, revoked_at,"
+                " device_list_version) VALUES (?, ?, ?, ?, ?) ON CONFLICT (peer_id) DO NOTHING",
+                [
+                    (d.peer_id, d.name, d.created_at, now_ms, record.device_list_version)
+                    for d in before.devices
+                    if d.peer_id not in kept
+                ],
+            )
+    return outcome
+
+
+@dataclass(frozen=True)
+class RevokedDeviceRow:
+    peer_id: str
+    name: str
+    created_at: int
+    revoked_at: int
+    device_list_version: int
+
+
+def list_revoked_devices(conn: Connection) -> list[RevokedDeviceRow]:
+    rows = conn.execute(
+        "SELECT peer_id, name, created_at, revoked_at, device_list_version FROM revoked_devices"
+        " ORDER BY revoked_at, peer_id"
+    ).fetchall()
+    return [RevokedDeviceRow(str(p), str(n), int(c), int(r), int(v)) for p, n, c, r, v in rows]
+
+
 def list_contacts(conn: Connection) -> list[ContactRow]:
     """Every contact, blocked ones included, by name (case-insensitive)."""
-    rows = _select_contacts(conn, "", ())
+    rows = _select_contacts(conn, "WHERE NOT c.is_self", ())
     return sorted(rows, key=lambda contact: (contact.name.casefold(), contact.identity_key))
 
 
@@ -996,7 +1055,7 @@ def list_profile_fields(conn: Connection) -> list[ProfileFieldRow]:
         ProfileFieldRow(
             name=str(name),
             value=str(value),
-            audience=_audience(audience),
+            audience=parse_audience(audience),
             updated_at=int(updated_at),
             granted_to=tuple(grants.get(str(name), ())),
         )
@@ -1036,7 +1095,7 @@ def fields_visible_to(conn: Connection, identity_key: bytes | None) -> dict[str,
     'groups' fields are never visible to a contact as such."""
     rows = conn.execute(
         "SELECT f.name, f.value FROM profile_fields f WHERE f.audience = 'public'"
-        " OR (EXISTS (SELECT 1 FROM contacts c WHERE c.identity_key = ?1)"
+        " OR (EXISTS (SELECT 1 FROM contacts c WHERE c.identity_key = ?1 AND NOT c.is_self)"
         "     AND NOT EXISTS (SELECT 1 FROM blocked_identities b WHERE b.identity_key = ?1)"
         "     AND (f.audience = 'contacts'"
         "          OR (f.audience = 'chosen' AND EXISTS (SELECT 1 FROM profile_field_grants g"
@@ -1082,7 +1141,7 @@ def contact_fields(conn: Connection, identity_key: bytes) -> dict[str, str]:
     return {str(name): str(value) for name, value in rows}
 
 
-def _audience(value: object) -> Audience:
+def parse_audience(value: object) -> Audience:
     for audience in get_args(Audience):
         if value == audience:
             result: Audience = audience
@@ -1091,7 +1150,9 @@ def _audience(value: object) -> Audience:
 
 
 def _require_contact(conn: Connection, identity_key: bytes) -> None:
-    row = conn.execute("SELECT 1 FROM contacts WHERE identity_key = ?", (identity_key,)).fetchone()
+    row = conn.execute(
+        "SELECT 1 FROM contacts WHERE identity_key = ? AND NOT is_self", (identity_key,)
+    ).fetchone()
     if row is None:
         raise UnknownContactError(f"no contact with identity key {bytes(identity_key).hex()}")
 

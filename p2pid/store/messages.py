@@ -229,6 +229,18 @@ def insert_message(
     )
 
 
+def messages_since(
+    conn: Connection, since_ms: int, after_rowid: int, limit: int
+) -> list[MessageRow]:
+    """Messages received at or after `since_ms`, by storage order after `after_rowid` (for
+    copying a history page by page)."""
+    return _select_messages(
+        conn,
+        "WHERE m.id > ? AND m.received_at >= ? ORDER BY m.id LIMIT ?",
+        (after_rowid, since_ms, limit),
+    )
+
+
 def get_message(conn: Connection, message_id: bytes) -> MessageRow | None:
     rows = _select_messages(conn, "WHERE m.message_id = ?", (message_id,))
     return rows[0] if rows else None
@@ -516,6 +528,13 @@ def devices_with_pending(conn: Connection) -> list[str]:
 
 def count_pending(conn: Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def drop_outbox_for_device(conn: Connection, recipient_device: str) -> int:
+    """Delete everything queued for one device (it left its owner's device list)."""
+    return conn.execute(
+        "DELETE FROM outbox WHERE recipient_device = ?", (recipient_device,)
+    ).rowcount
 
 
 def drop_outbox_for_identity(conn: Connection, recipient_identity: bytes) -> int:

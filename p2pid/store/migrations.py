@@ -349,6 +349,93 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE local_identity ADD COLUMN olm_fallback_key TEXT",
         ),
     ),
+    Migration(
+        version=4,
+        description="own devices: this identity as a contact row, revoked devices",
+        statements=(
+            # The row of my own identity holds my signed device list and my other devices
+            # (with their Olm prekeys), so copies to them travel like messages to a contact.
+            # It is never listed as a contact.
+            "ALTER TABLE contacts ADD COLUMN is_self INTEGER NOT NULL DEFAULT 0"
+            " CHECK (is_self IN (0, 1))",
+            "CREATE UNIQUE INDEX contacts_one_self ON contacts (is_self) WHERE is_self = 1",
+            """
+            CREATE TABLE revoked_devices (
+                peer_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                revoked_at INTEGER NOT NULL,
+                device_list_version INTEGER NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        version=5,
+        description="kiosks: persons paired with this kiosk, revoked grants, the invocation log;"
+        " the kiosks this person paired with",
+        statements=(
+            # Kiosk side. grant_record / device_list: MessagePack SignedGrant / SignedDeviceList.
+            """
+            CREATE TABLE kiosk_grants (
+                grant_id BLOB PRIMARY KEY
+                    CHECK (typeof(grant_id) = 'blob' AND length(grant_id) = 16),
+                identity_key BLOB NOT NULL UNIQUE
+                    CHECK (typeof(identity_key) = 'blob' AND length(identity_key) = 32),
+                role TEXT NOT NULL CHECK (role IN ('owner', 'guest')),
+                display_name TEXT NOT NULL,
+                grant_record BLOB NOT NULL,
+                device_list BLOB NOT NULL,
+                device_list_version INTEGER NOT NULL,
+                addrs TEXT NOT NULL DEFAULT '[]',  -- JSON list of multiaddrs
+                paired_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL
+            )
+            """,
+            "CREATE UNIQUE INDEX kiosk_one_owner ON kiosk_grants (role) WHERE role = 'owner'",
+            """
+            CREATE TABLE kiosk_revoked_grants (
+                grant_id BLOB PRIMARY KEY,
+                revoked_at INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE kiosk_invocations (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at INTEGER NOT NULL,
+                grant_id BLOB,
+                identity_key BLOB,
+                peer_id TEXT NOT NULL,
+                routine TEXT NOT NULL,
+                args TEXT NOT NULL,  -- JSON list of strings, as received
+                ok INTEGER NOT NULL CHECK (ok IN (0, 1)),
+                exit_code INTEGER,
+                output TEXT NOT NULL,
+                duration_ms REAL NOT NULL,
+                refused TEXT  -- the refusal reason, when it did not run
+            )
+            """,
+            # Person side.
+            """
+            CREATE TABLE paired_kiosks (
+                peer_id TEXT PRIMARY KEY,
+                kiosk_identity_key BLOB NOT NULL
+                    CHECK (typeof(kiosk_identity_key) = 'blob' AND length(kiosk_identity_key) = 32),
+                name TEXT NOT NULL,
+                role TEXT NOT NULL CHECK (role IN ('owner', 'guest')),
+                grant_id BLOB NOT NULL UNIQUE
+                    CHECK (typeof(grant_id) = 'blob' AND length(grant_id) = 16),
+                grant_record BLOB NOT NULL,
+                expires_at INTEGER NOT NULL,
+                addrs TEXT NOT NULL DEFAULT '[]',
+                routines TEXT NOT NULL DEFAULT '[]',  -- JSON, as the kiosk described them
+                paired_at INTEGER NOT NULL,
+                last_seen INTEGER,
+                health TEXT
+            )
+            """,
+        ),
+    ),
 )
 
 

@@ -1,7 +1,7 @@
 """The p2pid TUI. Thin: connects to the daemon, routes its events, and switches sections.
 
 Sections are Textual modes (each keeps its own screen stack): chats, contacts, invite, join,
-profile, nearby. Later features (groups, files, devices, kiosks) add a mode, a key and a
+profile, nearby, devices, kiosks. Later features (groups, files) add a mode, a key and a
 command here. Daemon events go out on the `daemon_events` signal; a widget that subscribes is
 unsubscribed when it is removed, so an event arriving while a screen is torn down reaches nobody.
 """
@@ -25,8 +25,11 @@ from p2pid.rpc.protocol import RpcError
 from p2pid.tui.link import DaemonLink, DaemonOptions, Link
 from p2pid.tui.screens.chats import ChatsScreen
 from p2pid.tui.screens.contacts import ContactsScreen
+from p2pid.tui.screens.devices import DevicesScreen
 from p2pid.tui.screens.help import HelpScreen
 from p2pid.tui.screens.invite import InviteScreen, JoinScreen
+from p2pid.tui.screens.kiosk_people import ask_approval
+from p2pid.tui.screens.kiosks import KiosksScreen
 from p2pid.tui.screens.nearby import NearbyScreen
 from p2pid.tui.screens.profile import ProfileScreen
 from p2pid.tui.screens.welcome import UnlockScreen, WelcomeScreen
@@ -41,6 +44,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "join": ("Join", "use someone's invite code or a photo of it"),
     "profile": ("Profile", "your fields and who sees each"),
     "nearby": ("Nearby", "peers found on this network"),
+    "devices": ("Devices", "my devices: approve a new one, revoke one"),
+    "kiosks": ("Kiosks", "pair with a kiosk or TV, run its routines, log out"),
 }
 
 
@@ -54,6 +59,8 @@ class P2pidApp(App[None]):
         "join": JoinScreen,
         "profile": ProfileScreen,
         "nearby": NearbyScreen,
+        "devices": DevicesScreen,
+        "kiosks": KiosksScreen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
@@ -63,6 +70,8 @@ class P2pidApp(App[None]):
         Binding("f5", "section('join')", "Join"),
         Binding("f6", "section('profile')", "Profile"),
         Binding("f7", "section('nearby')", "Nearby"),
+        Binding("f8", "section('devices')", "Devices"),
+        Binding("f9", "section('kiosks')", "Kiosks"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -145,6 +154,12 @@ class P2pidApp(App[None]):
             self.notify("asks to verify you (F3)", title=str(event.get("name")))
         elif kind == "contact.identity_changed":
             self.notify("a contact's identity key changed", severity="warning", timeout=30)
+        elif kind == "device.linked":
+            self.notify("is now linked to your identity (F8)", title=str(event.get("name")))
+        elif kind == "device.revoked":
+            self.notify("was revoked (F8)", title=str(event.get("name")))
+        elif kind == "kiosk.approval_requested":
+            ask_approval(self, event)  # "Allow <person> on <kiosk>?", wherever the person is
         elif kind == "daemon.stopping":
             self.notify("the daemon is stopping", severity="warning", timeout=30)
 

@@ -47,6 +47,53 @@ class DaemonStopping(Event, tag="daemon.stopping"):
     reason: str
 
 
+class KioskPaired(Event, tag="kiosk.paired"):
+    """Person side: this node paired with a kiosk."""
+
+    peer_id: str
+    name: str
+    role: str
+
+
+class KioskRevoked(Event, tag="kiosk.revoked"):
+    """Person side: this node's grant on a kiosk is gone (revoked, removed or reset)."""
+
+    peer_id: str
+
+
+class KioskApprovalRequested(Event, tag="kiosk.approval_requested"):
+    """Owner side: a kiosk asks whether a new person may pair as a guest (`kiosk.approve`)."""
+
+    request_id: str
+    kiosk_peer_id: str
+    kiosk_name: str
+    person_name: str
+    person_identity_id: str
+
+
+class KioskCode(Event, tag="kiosk.code"):
+    """Kiosk side: the pairing QR code and short code on screen now (rotated)."""
+
+    code: str
+    short_code: str
+    expires_at: int  # unix seconds
+
+
+class KioskPersonPaired(Event, tag="kiosk.person_paired"):
+    """Kiosk side: someone paired with this kiosk."""
+
+    identity_id: str
+    name: str
+    role: str
+
+
+class KioskMessage(Event, tag="kiosk.message"):
+    """Kiosk side: the show-message routine; the kiosk front end shows it."""
+
+    text: str
+    from_name: str
+
+
 AnyEvent = (
     PeerDiscovered
     | PeerLost
@@ -55,6 +102,12 @@ AnyEvent = (
     | ContactAdded
     | ContactIdentityChanged
     | DaemonStopping
+    | KioskPaired
+    | KioskRevoked
+    | KioskApprovalRequested
+    | KioskCode
+    | KioskPersonPaired
+    | KioskMessage
 )
 
 

@@ -18,8 +18,9 @@ from typing import Annotated, Final
 
 import msgspec
 
+from p2pid.wire.device_link import ContactSnapshot
 from p2pid.wire.events import Event
-from p2pid.wire.records import DevicePrekeys
+from p2pid.wire.records import DevicePrekeys, SignedDeviceList
 
 PROTOCOL_ID: Final = "/p2pid/msg/1"
 
@@ -121,7 +122,35 @@ class PrekeyRefill(msgspec.Struct, frozen=True, kw_only=True, tag="prekeys"):
     prekeys: DevicePrekeys
 
 
-Body = Text | DeliveryReceipt | ReadReceipt | PrekeyRefill
+class SentCopy(msgspec.Struct, frozen=True, kw_only=True, tag="sent-copy"):
+    """To my other devices: a text I sent (same message id, clock and time as the original)."""
+
+    conversation_with: Key
+    text: str
+
+
+class DeviceListUpdate(msgspec.Struct, frozen=True, kw_only=True, tag="device-list"):
+    """The sender's identity has a new signed device list (a device was linked or revoked),
+    with the prekeys of its devices (fallback keys; fresh one-time keys for a new device)."""
+
+    device_list: SignedDeviceList
+    prekeys: Annotated[list[DevicePrekeys], msgspec.Meta(max_length=32)] = []
+    # Where a newly linked device listens (PeerId -> multiaddrs), a hint, not part of the list.
+    addrs: dict[
+        Annotated[str, msgspec.Meta(max_length=128)],
+        Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(max_length=8)],
+    ] = {}
+
+
+class ContactCopy(msgspec.Struct, frozen=True, kw_only=True, tag="contact-copy"):
+    """To my other devices: a contact I added or changed."""
+
+    contact: ContactSnapshot
+
+
+Body = (
+    Text | DeliveryReceipt | ReadReceipt | PrekeyRefill | SentCopy | DeviceListUpdate | ContactCopy
+)
 
 
 class Payload(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,7 +177,7 @@ def decode_payload(data: bytes) -> Payload:
     """Strict: msgspec.DecodeError or PayloadError (both ValueError)."""
     payload = _payload_decoder.decode(data)
     body = payload.body
-    if isinstance(body, Text):
+    if isinstance(body, Text | SentCopy):
         check_text(body.text)
     elif isinstance(body, PrekeyRefill) and len(body.prekeys.one_time_keys) > 100:
         raise PayloadError("a prekey refill holds more than 100 one-time keys")

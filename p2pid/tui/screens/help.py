@@ -22,6 +22,8 @@ HELP = """\
 | F5 | join with a code or a photo |
 | F6 | profile |
 | F7 | nearby peers |
+| F8 | my devices (approve a new one, revoke one) |
+| F9 | kiosks and TVs (pair, run routines, log out) |
 | Ctrl+P | command palette: every action by name |
 | Ctrl+Q | quit (the daemon keeps running) |
 
@@ -50,6 +52,9 @@ The mark before each of your messages: `·` pending, `✓` delivered, `✓✓` r
 | Enter | join (F5): a pasted code or the path of a photo of a QR |
 | n / Enter / Delete | profile (F6): new field / edit / remove |
 | Enter / i / k | nearby (F7): ask to become contacts / invite / also known peers |
+| a / x | devices (F8): approve a new device (compare the codes: y / n) / revoke one |
+| p / Enter / x | kiosks (F9): pair (code, photo or short code) / run a routine / log out |
+| g / R / a | kiosks (F9), owners: guests / reset / approval requests (y allow, n deny) |
 
 Press Escape to close.
 """

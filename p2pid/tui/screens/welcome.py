@@ -1,4 +1,5 @@
-"""First run: create the identity; or unlock a passphrase-protected home."""
+"""First run: create the identity, or link this device to one the person already uses; or unlock
+a passphrase-protected home."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from p2pid.rpc.protocol import RpcError
 from p2pid.tui.link import create_identity
+from p2pid.tui.screens.device_link import LinkThisDeviceScreen
 
 if TYPE_CHECKING:
     from p2pid.tui.app import P2pidApp
@@ -40,7 +42,9 @@ class WelcomeScreen(ModalScreen[str | None]):
             )
             yield Input(placeholder="leave empty for none", password=True, id="passphrase")
             yield Static("", id="welcome-error", classes="error")
-            yield Button("Create my identity", variant="primary", id="create")
+            with Horizontal(classes="buttons"):
+                yield Button("Create my identity", variant="primary", id="create")
+                yield Button("Link to an identity I already use", id="link-existing")
 
     @on(Button.Pressed, "#create")
     @on(Input.Submitted)
@@ -53,6 +57,16 @@ class WelcomeScreen(ModalScreen[str | None]):
         passphrase = self.query_one("#passphrase", Input).value or None
         self.query_one("#create", Button).disabled = True
         self._create(name, passphrase)
+
+    @on(Button.Pressed, "#link-existing")
+    def link_existing(self) -> None:
+        """This device joins an identity another device holds (screens/device_link.py)."""
+
+        def linked(done: bool | None) -> None:
+            if done:
+                self.dismiss(None)  # a key file protects the linked home: no passphrase
+
+        self.app.push_screen(LinkThisDeviceScreen(), callback=linked)
 
     @work(exclusive=True)
     async def _create(self, name: str, passphrase: str | None) -> None:
