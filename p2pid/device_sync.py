@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from p2pid.crypto.device_list import DeviceListError, verify_device_list
-from p2pid.crypto.identity import peer_id_from_public_key
+from p2pid.crypto.identity import identity_id_from_public_key, peer_id_from_public_key
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
@@ -32,6 +32,7 @@ from p2pid.wire.records import DevicePrekeys, SignedDeviceList
 log = logging.getLogger(__name__)
 
 SIGNATURE_BYTES = 64
+MAX_SNAPSHOT_NAME = 64  # ContactSnapshot.display_name; a contact's card is not bounded
 EXPORT_PAGE = 1000
 _STATES_OUT = frozenset({"pending", "delivered", "read", "failed"})
 _STATES_IN = frozenset({"unread", "read"})
@@ -97,7 +98,8 @@ def contact_snapshot(conn: Connection, contact: ContactRow) -> ContactSnapshot |
     addrs_by_peer = {peer.peer_id: peer.addrs for peer in queries.list_peers(conn)}
     return ContactSnapshot(
         identity_key=contact.identity_key,
-        display_name=contact.display_name,
+        display_name=contact.display_name[:MAX_SNAPSHOT_NAME]
+        or identity_id_from_public_key(contact.identity_key)[:12],
         nickname=contact.nickname,
         verified_by=contact.verified_by,
         verified_at=contact.verified_at,

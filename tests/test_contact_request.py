@@ -402,6 +402,7 @@ async def side(tmp_path: Path, name: str) -> AsyncIterator[Side]:
         identity = await store.read(queries.load_local_identity)
         assert identity is not None
         contacts = Contacts(store=store, identity=identity, vault_key=vault_key, events=EventBus())
+        await contacts.start()
         yield Side(name, store, identity, contacts)
 
 

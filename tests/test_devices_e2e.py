@@ -19,7 +19,14 @@ import pytest
 
 from tests.cli_helpers import p2pid, p2pid_json
 from tests.daemons import LOOPBACK, running_daemon, start_daemon
-from tests.messaging_helpers import LineReader, become_contacts, call, wait_until
+from tests.messaging_helpers import (
+    LineReader,
+    become_contacts,
+    call,
+    fixed_listen,
+    free_port,
+    wait_until,
+)
 
 TIMEOUT = 30.0
 
@@ -180,3 +187,50 @@ def test_history_choice(tmp_path: Path, history: str) -> None:
         result = link(alice, laptop, *extra)
         assert result["linked"]["contacts"] == 1
         assert result["linked"]["messages"] == (0 if history == "none" else 1)
+
+
+def alice_devices_at_bob(bob: Path) -> int:
+    return next(len(c["devices"]) for c in call(bob, "contacts") if c["name"] == "Alice")
+
+
+def test_a_device_revoked_while_offline_reads_nothing_new_and_wipes_when_told(
+    tmp_path: Path,
+) -> None:
+    alice, bob, laptop = tmp_path / "alice", tmp_path / "bob", tmp_path / "laptop"
+    # The laptop keeps its port across restarts, so Alice's outbox finds it again.
+    laptop_listen = fixed_listen(free_port())
+    with running_daemon(bob, "Bob"):
+        with running_daemon(alice, "Alice"):
+            become_contacts(alice, bob)
+            link(alice, laptop)
+            start_daemon(laptop, *laptop_listen)
+            wait_until(lambda: alice_devices_at_bob(bob) == 2, TIMEOUT, "Bob has the laptop")
+            p2pid(laptop, "stop")
+            p2pid_json(alice, "device", "revoke", "laptop")
+            wait_until(lambda: alice_devices_at_bob(bob) == 1, TIMEOUT, "Bob dropped the laptop")
+            p2pid_json(bob, "send", "Alice", "after the revocation")
+            wait_until(
+                lambda: (False, "after the revocation") in bodies(alice, "Bob"),
+                TIMEOUT,
+                "Alice's remaining device got it",
+            )
+        # Alice is offline: nobody can tell the laptop yet. It still holds the keys, and
+        # gets nothing new; what it sends, Bob refuses.
+        start_daemon(laptop, *laptop_listen)
+        try:
+            p2pid_json(laptop, "send", "Bob", "from a revoked device")
+            wait_until(
+                lambda: call(bob, "messages.stats")["dropped"].get("not_contact", 0) >= 1,
+                TIMEOUT,
+                "Bob refused the revoked device",
+            )
+            assert (False, "from a revoked device") not in bodies(bob, "Alice")
+            assert (False, "after the revocation") not in bodies(laptop, "Bob")
+            # Alice comes back: her outbox tells the laptop, which wipes its identity.
+            with running_daemon(alice, "Alice"):
+                wait_until(
+                    lambda: not (laptop / "p2pid.db").exists(), TIMEOUT, "the laptop wiped"
+                )
+                assert not (laptop / "vault.key").exists()
+        finally:
+            p2pid(laptop, "stop", check=False)

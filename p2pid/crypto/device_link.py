@@ -92,6 +92,10 @@ def verify_link_invite(invite: Invite, now: int) -> None:
         raise ForgedInviteError(
             "the code's signature does not match: it was altered or is not genuine"
         ) from None
+    try:  # a low-order point gives every scalar the same all-zero result: refused here
+        nacl.bindings.crypto_scalarmult(nacl.utils.random(32), invite.identity_key)
+    except nacl.exceptions.RuntimeError:
+        raise ForgedInviteError("the code's ephemeral key is not a usable X25519 key") from None
     if now >= invite.expires_at:
         expired_at = datetime.fromtimestamp(invite.expires_at, UTC)
         raise ExpiredInviteError(f"the code expired at {expired_at:%Y-%m-%d %H:%M:%S} UTC")

@@ -41,7 +41,7 @@ from p2pid.protocols.kiosk_pair import (
     request_approval,
 )
 from p2pid.store import kiosk as kiosk_queries
-from p2pid.store.kiosk import InvocationRow, KioskGrantRow
+from p2pid.store.kiosk import CodeLock, InvocationRow, KioskGrantRow
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire import events
 from p2pid.wire.invite import Invite, InviteKind, encode_invite
@@ -123,8 +123,11 @@ class KioskService:
         self._code = ""
         self._short_code = ""
         self._code_attempts = 0
-        self._failures: deque[float] = deque()
-        self._locked_until = 0.0
+        # Wrong short-code attempts (times, ms) and the end of a lockout (ms), kept in the store
+        # too (`kiosk_code_lock`) so that a restart does not lift a lock.
+        self._failures: deque[int] = deque()
+        self._locked_until = 0
+        self._code_lock_write = trio.Lock()
         self._has_owner = False
         self._rotate_now = trio.Event()
         self._admit_lock = trio.Lock()
@@ -141,6 +144,9 @@ class KioskService:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Show fresh codes now and whenever they expire or someone paired."""
         self._has_owner = await self.store.read(kiosk_queries.owner_grant) is not None
+        saved = await self.store.read(kiosk_queries.load_code_lock)
+        self._failures = deque(saved.failures)
+        self._locked_until = saved.locked_until
         self._rotate()
         task_status.started()
         while True:
@@ -183,32 +189,41 @@ class KioskService:
         return self._has_owner
 
     def locked_for(self) -> float:
-        return max(0.0, self._locked_until - trio.current_time())
+        return max(0.0, (self._locked_until - self.now_ms()) / 1000)
 
-    def begin_code_attempt(self) -> str:
-        now = trio.current_time()
-        locked_for = self._locked_until - now
+    async def begin_code_attempt(self) -> str:
+        now = self.now_ms()
+        locked_for = (self._locked_until - now) / 1000
         if locked_for > 0:
             raise PairRefusedError(
                 Refusal.LOCKED,
                 f"short-code pairing is locked after too many wrong codes, "
                 f"try again in {math.ceil(locked_for)} s (or scan the QR code)",
             )
-        while self._failures and self._failures[0] <= now - self.config.failure_window_s:
+        window_ms = self.config.failure_window_s * 1000
+        while self._failures and self._failures[0] <= now - window_ms:
             self._failures.popleft()
         code = self._short_code
         self._failures.append(now)  # a failure until its confirmation checks out
         self._code_attempts += 1
         if len(self._failures) >= self.config.max_failures:
-            self._locked_until = now + self.config.lockout_s
+            self._locked_until = now + round(self.config.lockout_s * 1000)
             log.warning("short-code pairing locked for %s s", self.config.lockout_s)
         if self._code_attempts >= self.config.attempts_per_code:
             self._rotate(short_code_only=True)
+        await self._save_code_lock()  # stored before the challenge reveals anything
         return code
 
-    def code_attempt_succeeded(self) -> None:
+    async def code_attempt_succeeded(self) -> None:
         if self._failures:
             self._failures.pop()
+            await self._save_code_lock()
+
+    async def _save_code_lock(self) -> None:
+        async with self._code_lock_write:
+            # Taken once the lock is held: the last write stores the latest state.
+            state = CodeLock(failures=tuple(self._failures), locked_until=self._locked_until)
+            await self.store.write(lambda c: kiosk_queries.save_code_lock(c, state))
 
     def invite_secret(self, invite_id: bytes) -> bytes:
         invite = self._invite

@@ -353,11 +353,12 @@ class PairingDesk(Protocol):
 
     def has_owner_now(self) -> bool: ...
 
-    def begin_code_attempt(self) -> str:
-        """The short code on screen; counts an attempt. Raises PairRefusedError (locked)."""
+    async def begin_code_attempt(self) -> str:
+        """The short code on screen; counts (and stores) an attempt. Raises PairRefusedError
+        (locked)."""
         ...
 
-    def code_attempt_succeeded(self) -> None: ...
+    async def code_attempt_succeeded(self) -> None: ...
 
     def invite_secret(self, invite_id: bytes) -> bytes:
         """The live QR invite's secret; raises PairRefusedError (unknown or expired)."""
@@ -384,7 +385,7 @@ async def serve_pair(stream: Stream, net: NetHost, desk: PairingDesk) -> None:
     try:
         with trio.fail_after(STEP_TIMEOUT_SECONDS):
             hello = machine.receive_hello(await framed.receive())
-            code = desk.begin_code_attempt() if hello.method is PairMethod.CODE else None
+            code = await desk.begin_code_attempt() if hello.method is PairMethod.CODE else None
             secret = desk.invite_secret(hello.invite_id) if code is None else None
             await framed.send(machine.challenge(has_owner=desk.has_owner_now(), short_code=code))
             machine.receive_request(await framed.receive())
@@ -392,7 +393,7 @@ async def serve_pair(stream: Stream, net: NetHost, desk: PairingDesk) -> None:
             what = "short code" if code is not None else "QR code's secret"
             raise PairRefusedError(Refusal.BAD_PROOF, f"wrong {what}")
         if code is not None:
-            desk.code_attempt_succeeded()
+            await desk.code_attempt_succeeded()
         person = machine.admit(desk.now_ms())
         role, routines = await desk.admit(person)
         with trio.fail_after(STEP_TIMEOUT_SECONDS):

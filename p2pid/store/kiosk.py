@@ -2,7 +2,8 @@
 
 Kiosk side: the persons paired with this kiosk (`kiosk_grants`: their signed grant and device
 list; at most one owner), grant ids revoked for good (`kiosk_revoked_grants`), and the log of
-every invocation (`kiosk_invocations`). Person side: the kiosks this person paired with
+every invocation (`kiosk_invocations`), and the short-code lockout (`kiosk_code_lock`: recent
+wrong-code times and the end of a lock). Person side: the kiosks this person paired with
 (`paired_kiosks`). Times are ms since the epoch.
 """
 
@@ -210,6 +211,32 @@ def list_invocations(conn: Connection, limit: int = 100) -> list[InvocationRow]:
             refused,
         ) in rows
     ]
+
+
+@dataclass(frozen=True)
+class CodeLock:
+    """Short-code attempts that count as failures (times, ms) and when a lockout ends (ms)."""
+
+    failures: tuple[int, ...] = ()
+    locked_until: int = 0
+
+
+def load_code_lock(conn: Connection) -> CodeLock:
+    row = conn.execute("SELECT failures, locked_until FROM kiosk_code_lock WHERE id = 1").fetchone()
+    if row is None:
+        return CodeLock()
+    failures, locked_until = row
+    return CodeLock(
+        failures=tuple(int(at) for at in json.loads(str(failures))),
+        locked_until=int(locked_until),
+    )
+
+
+def save_code_lock(conn: Connection, lock: CodeLock) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO kiosk_code_lock (id, failures, locked_until) VALUES (1, ?, ?)",
+        (json.dumps(list(lock.failures)), lock.locked_until),
+    )
 
 
 # -- person side --------------------------------------------------------------------------------

@@ -415,6 +415,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 refused TEXT  -- the refusal reason, when it did not run
             )
             """,
+            # The short-code lockout, so a restart does not lift it: one row.
+            """
+            CREATE TABLE kiosk_code_lock (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                failures TEXT NOT NULL DEFAULT '[]',  -- JSON list of failure times (ms)
+                locked_until INTEGER NOT NULL DEFAULT 0
+            )
+            """,
             # Person side.
             """
             CREATE TABLE paired_kiosks (

@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -139,7 +139,7 @@ class ApproveDeviceScreen(ModalScreen[dict[str, Any] | None]):
         chosen = (pressed.id or "history-none").removeprefix("history-") if pressed else "none"
         return "days" if chosen == "days" else "all" if chosen == "all" else "none"
 
-    def on_key(self, event: Any) -> None:
+    def on_key(self, event: events.Key) -> None:
         """y / n answer the question while the codes are shown (not while typing the days)."""
         if self.stage != "compare" or isinstance(self.focused, Input):
             return
