@@ -14,7 +14,7 @@ from p2pid.crypto.identity import identity_id_from_public_key, peer_id_from_publ
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
-from p2pid.store.contacts import ContactDevice, ContactRecord, ContactRow
+from p2pid.store.contacts import ContactDevice, ContactRecord, ContactRow, DeviceConflictError
 from p2pid.store.db import Connection, StoreError, savepoint
 from p2pid.store.messages import NewMessage
 from p2pid.wire.device_link import (
@@ -126,19 +126,24 @@ def import_contact(conn: Connection, snapshot: ContactSnapshot, now: int) -> Non
         )
     except DeviceListError as error:
         raise SyncError(f"a copied contact's device list is refused: {error}") from None
-    with savepoint(conn, "import_contact"):
-        contact_queries.upsert_contact(conn, record, now)
-        if snapshot.nickname is not None:
-            contact_queries.rename_contact(conn, snapshot.identity_key, snapshot.nickname, now)
-        if snapshot.verified_by == "invite":
-            contact_queries.set_verified(conn, snapshot.identity_key, "invite", now)
-        elif snapshot.verified_by == "sas":
-            contact_queries.set_verified(conn, snapshot.identity_key, "sas", now)
-        if snapshot.fields:
-            contact_queries.set_contact_fields(conn, snapshot.identity_key, snapshot.fields, now)
-        for peer_id, addrs in snapshot.addrs.items():
-            if any(d.peer_id == peer_id for d in record.devices):
-                queries.upsert_peer_seen(conn, peer_id, addrs, "manual", {}, now)
+    try:
+        with savepoint(conn, "import_contact"):
+            contact_queries.upsert_contact(conn, record, now)
+            if snapshot.nickname is not None:
+                contact_queries.rename_contact(conn, snapshot.identity_key, snapshot.nickname, now)
+            if snapshot.verified_by == "invite":
+                contact_queries.set_verified(conn, snapshot.identity_key, "invite", now)
+            elif snapshot.verified_by == "sas":
+                contact_queries.set_verified(conn, snapshot.identity_key, "sas", now)
+            if snapshot.fields:
+                contact_queries.set_contact_fields(
+                    conn, snapshot.identity_key, snapshot.fields, now
+                )
+            for peer_id, addrs in snapshot.addrs.items():
+                if any(d.peer_id == peer_id for d in record.devices):
+                    queries.upsert_peer_seen(conn, peer_id, addrs, "manual", {}, now)
+    except DeviceConflictError as error:
+        raise SyncError(f"a copied contact claims another identity's device: {error}") from None
 
 
 @dataclass(frozen=True)

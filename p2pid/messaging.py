@@ -69,6 +69,7 @@ from p2pid.wire.messages import (
     Payload,
     PayloadError,
     PrekeyRefill,
+    ReadCopy,
     ReadReceipt,
     Result,
     SentCopy,
@@ -605,7 +606,7 @@ class Messaging:
         if sender == self._identity_key:
             self._apply_from_my_device(conn, device, payload, now, outcome)
             return
-        if isinstance(body, SentCopy | ContactCopy):
+        if isinstance(body, SentCopy | ContactCopy | ReadCopy):
             raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
         if isinstance(body, DeviceListUpdate):
             self._apply_contact_device_list(conn, contact, body, now, outcome)
@@ -697,6 +698,10 @@ class Messaging:
                 raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
         elif isinstance(body, DeviceListUpdate):
             self._apply_own_device_list(conn, body, now, outcome)
+        elif isinstance(body, ReadCopy):
+            read = message_queries.get_conversation(conn, body.conversation_with)
+            if read is not None and read.unread:
+                message_queries.mark_read(conn, read.id, now)
         elif isinstance(body, PrekeyRefill):
             if body.prekeys.device_key != device.device_key:
                 raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
@@ -920,8 +925,11 @@ class Messaging:
             if newest is None or contact.blocked:
                 return conversation.unread, []
             receipt = ReadReceipt(up_to=newest.message_id)
-            return conversation.unread, self._compose(
-                conn, contact.identity_key, receipt, now_ms()
+            now = now_ms()
+            devices = self._compose(conn, contact.identity_key, receipt, now)[1]
+            copy = ReadCopy(conversation_with=contact.identity_key, up_to=newest.message_id)
+            return conversation.unread, devices + self._compose(
+                conn, self._identity_key, copy, now
             )[1]
 
         unread, devices = await self._store.write(write)

@@ -5,14 +5,15 @@ nodes, how device lists and copies from a contact are handled."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 import pytest
+import trio
 
-from p2pid.crypto.device_list import DeviceListError, sign_device_list
+from p2pid.crypto.device_list import DEVICE_LIST_CONTEXT, DeviceListError, sign_device_list
 from p2pid.crypto.identity import IdentityKeys
 from p2pid.device_sync import (
     HistoryChoice,
@@ -25,9 +26,13 @@ from p2pid.device_sync import (
     record_from_list,
     split_signed_list,
 )
+from p2pid.events import now_ms
+from p2pid.net.host import NetHost
+from p2pid.protocols.messaging import DeliveryLink
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
+from p2pid.store.contacts import ContactRow
 from p2pid.store.db import Connection, open_database
 from p2pid.store.messages import NewMessage
 from p2pid.wire.device_link import (
@@ -42,7 +47,26 @@ from p2pid.wire.device_link import (
     decode_link_message,
     encode_link_message,
 )
-from p2pid.wire.records import DeviceEntry, DevicePrekeys, SignedDeviceList
+from p2pid.wire.devices import ContactDevicesChanged
+from p2pid.wire.messages import (
+    Body,
+    ContactCopy,
+    DeviceListUpdate,
+    Envelope,
+    MessagesDropped,
+    Result,
+    SentCopy,
+    decode_envelope,
+)
+from p2pid.wire.records import (
+    DeviceEntry,
+    DeviceListBody,
+    DevicePrekeys,
+    SignedDeviceList,
+    encode,
+)
+from tests.test_messaging import LOOPBACK, STEP_TIMEOUT, befriend, node_of, person, texts
+from tests.test_messaging import Person as NodePerson
 
 NOW_MS = 1_800_000_000_000
 DAY_MS = 24 * 3600 * 1000
@@ -471,6 +495,24 @@ def test_a_snapshot_with_a_forged_device_list_is_skipped(target: Connection) -> 
     assert [p.peer_id for p in queries.list_peers(target)] == [carol.keys.peer_id]
 
 
+def test_a_snapshot_claiming_another_contacts_device_is_skipped(target: Connection) -> None:
+    """Bob's copied list names Carol's device (Bob can sign any device key): refused as a
+    SyncError, not a store error that would end the whole link or message batch."""
+    bob, carol = someone("Bob"), someone("Carol")
+    import_contact(target, snapshot_of(carol), NOW_MS)
+    before = contact_view(target)
+    claim = sign_device_list(bob.keys.identity_signing_key, 1, NOW_MS, [bob.entry(), carol.entry()])
+    snapshot = snapshot_of(bob, device_list=claim)
+    with pytest.raises(SyncError, match="another identity's device"):
+        import_contact(target, snapshot, NOW_MS)
+    assert contact_view(target) == before
+    import_batch(target, SyncBatch(contacts=[snapshot, snapshot_of(someone("Dave"))]), NOW_MS)
+    assert sorted(c.display_name for c in contact_queries.list_contacts(target)) == [
+        "Carol",
+        "Dave",
+    ]
+
+
 def test_a_snapshot_only_brings_addresses_of_its_own_devices(target: Connection) -> None:
     bob, carol = someone("Bob"), someone("Carol")
     snapshot = snapshot_of(
@@ -563,3 +605,213 @@ def test_unusable_profile_copies_are_skipped(target: Connection) -> None:
         "chosen",
         (bob.identity_key,),
     )
+
+
+# -- messaging: what a contact may and may not send about devices -------------------------------
+
+
+async def envelopes_queued_by(
+    sender: NodePerson, recipient: NodePerson, make: Callable[[], Awaitable[object]]
+) -> list[Envelope]:
+    """Run `make` on the sender's node while the recipient is away; the envelopes it queued
+    for the recipient's device, oldest first: the real thing, as the sender's node made it."""
+    peer = recipient.keys.peer_id
+
+    def pending(conn: Connection) -> dict[int, bytes]:
+        return {e.id: e.envelope for e in message_queries.pending_for_device(conn, peer, 1000)}
+
+    before = await sender.store.read(pending)
+    await make()
+    after = await sender.store.read(pending)
+    return [decode_envelope(after[i]) for i in sorted(after.keys() - before.keys())]
+
+
+async def compose_to(sender: NodePerson, recipient: NodePerson, body: Body) -> None:
+    """Queue a body no honest node sends to a contact (the sender's own messaging code)."""
+    messaging = sender.running.messaging
+    await sender.store.write(
+        lambda conn: messaging._compose(conn, recipient.keys.identity_public_key, body, now_ms())
+    )
+
+
+def list_claiming(identity: IdentityKeys, signer: IdentityKeys, version: int) -> SignedDeviceList:
+    """A list naming `identity` but signed by `signer`."""
+    body = encode(
+        DeviceListBody(
+            identity_key=identity.identity_public_key,
+            version=version,
+            issued_at=now_ms(),
+            devices=[
+                DeviceEntry(
+                    device_key=identity.device_public_key,
+                    olm_curve25519="c",
+                    olm_ed25519="e",
+                    name="forged",
+                    created_at=1,
+                )
+            ],
+        )
+    )
+    signature = signer.identity_signing_key.sign(DEVICE_LIST_CONTEXT + body).signature
+    return SignedDeviceList(body=body, signature=signature)
+
+
+async def stored_row(holder: NodePerson, contact: NodePerson) -> ContactRow:
+    row = await holder.store.read(
+        lambda conn: contact_queries.get_contact(conn, contact.keys.identity_public_key)
+    )
+    assert row is not None
+    return row
+
+
+def current_entries(row: ContactRow) -> list[DeviceEntry]:
+    assert row.device_list is not None
+    body = msgspec.msgpack.decode(split_signed_list(row.device_list).body, type=DeviceListBody)
+    return list(body.devices)
+
+
+def tablet(name: str = "Bob's tablet") -> DeviceEntry:
+    return DeviceEntry(
+        device_key=bytes(IdentityKeys.generate().device_public_key),
+        olm_curve25519="curve-tablet",
+        olm_ed25519="ed-tablet",
+        name=name,
+        created_at=now_ms(),
+    )
+
+
+async def test_device_lists_and_copies_from_a_contact(tmp_path: Path) -> None:
+    mallory = IdentityKeys.generate()
+    async with person(tmp_path, "Alice") as alice, person(tmp_path, "Bob") as bob:
+        async with node_of(alice), node_of(bob):
+            await befriend(alice, bob)
+        original = await stored_row(alice, bob)
+        assert original.device_list_version == 1
+        [phone] = current_entries(original)
+        new_tablet = tablet()
+        renamed = msgspec.structs.replace(phone, name="renamed")
+        carol = someone("Carol")
+
+        def update(signed: SignedDeviceList) -> Callable[[], Awaitable[None]]:
+            return lambda: bob.running.messaging.publish_device_list(
+                DeviceListUpdate(device_list=signed, prekeys=[])
+            )
+
+        sign = bob.keys.identity_signing_key
+        async with node_of(bob):
+            plan: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                ("v3", update(sign_device_list(sign, 3, now_ms(), [phone, new_tablet]))),
+                ("v2", update(sign_device_list(sign, 2, now_ms(), [renamed]))),
+                ("v3 again", update(sign_device_list(sign, 3, now_ms(), [renamed]))),
+                ("by mallory", update(list_claiming(bob.keys, mallory, 9))),
+                ("mallory's own", update(sign_device_list(mallory.identity_signing_key, 9, 1, []))),
+                (
+                    "sent copy",
+                    lambda: compose_to(
+                        bob, alice, SentCopy(conversation_with=carol.identity_key, text="hi")
+                    ),
+                ),
+                (
+                    "contact copy",
+                    lambda: compose_to(bob, alice, ContactCopy(contact=snapshot_of(carol))),
+                ),
+                ("text", lambda: bob.running.send("Alice", "still here")),
+            ]
+            queued = {}
+            for label, make in plan:
+                [queued[label]] = await envelopes_queued_by(bob, alice, make)
+
+        async with (
+            node_of(alice) as alice_node,
+            NetHost.open(bob.keys.device_seed, LOOPBACK) as bob_device,
+        ):
+            bob_device.add_addrs(alice_node.net.peer_id, alice_node.net.listen_addrs())
+            link = await DeliveryLink.open(bob_device, alice_node.net.peer_id)
+
+            async def deliver(label: str) -> Result:
+                with trio.fail_after(STEP_TIMEOUT):
+                    [result] = await link.deliver([queued[label]])
+                return result
+
+            # A newer list: taken, and announced.
+            assert await deliver("v3") is Result.STORED
+            changed = await alice.next_event(ContactDevicesChanged)
+            assert changed.version == 3 and changed.removed == []
+            assert len(changed.added) == 1
+            accepted = await stored_row(alice, bob)
+            assert accepted.device_list_version == 3
+            assert current_entries(accepted) == [phone, new_tablet]
+            assert sorted(d.name for d in accepted.devices) == sorted([phone.name, "Bob's tablet"])
+
+            # An older list and another at the same version: acknowledged, nothing changes.
+            for label in ("v2", "v3 again"):
+                assert await deliver(label) is Result.STORED
+                assert await stored_row(alice, bob) == accepted
+
+            # Lists not signed by Bob's identity: rejected as forged, nothing changes.
+            for label in ("by mallory", "mallory's own"):
+                assert await deliver(label) is Result.REJECTED
+                dropped = await alice.next_event(MessagesDropped)
+                assert dropped.reason == "forged_payload"
+                assert await stored_row(alice, bob) == accepted
+
+            # Copies are for my own devices: from a contact they are forged.
+            for label in ("sent copy", "contact copy"):
+                assert await deliver(label) is Result.REJECTED
+                dropped = await alice.next_event(MessagesDropped)
+                assert dropped.reason == "forged_payload"
+            assert await texts(alice, "Bob") == []
+            conversations = await alice.store.read(message_queries.list_conversations)
+            assert carol.identity_key not in {c.peer_identity for c in conversations}
+            contacts = await alice.store.read(contact_queries.list_contacts)
+            assert [c.identity_key for c in contacts] == [bob.keys.identity_public_key]
+
+            # Bob's channel still works after all that.
+            assert await deliver("text") is Result.STORED
+            assert await texts(alice, "Bob") == ["still here"]
+            stats = await alice_node.message_stats()
+            assert stats.dropped == {"forged_payload": 4}
+            assert await stored_row(alice, bob) == accepted
+            await link.aclose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a contact's device list naming a device stored for another identity raises "
+    "DeviceConflictError out of Messaging.accept: the batch is never acknowledged",
+)
+async def test_a_contact_list_claiming_my_device_is_rejected(tmp_path: Path) -> None:
+    async with person(tmp_path, "Alice") as alice, person(tmp_path, "Bob") as bob:
+        async with node_of(alice), node_of(bob):
+            await befriend(alice, bob)
+        [phone] = current_entries(await stored_row(alice, bob))
+        alices_device = DeviceEntry(
+            device_key=alice.keys.device_public_key,
+            olm_curve25519="curve-stolen",
+            olm_ed25519="ed-stolen",
+            name="not Bob's",
+            created_at=now_ms(),
+        )
+        claim = sign_device_list(bob.keys.identity_signing_key, 2, now_ms(), [phone, alices_device])
+        async with node_of(bob):
+            [grab] = await envelopes_queued_by(
+                bob,
+                alice,
+                lambda: bob.running.messaging.publish_device_list(
+                    DeviceListUpdate(device_list=claim, prekeys=[])
+                ),
+            )
+            [text] = await envelopes_queued_by(
+                bob, alice, lambda: bob.running.send("Alice", "after")
+            )
+        async with (
+            node_of(alice) as alice_node,
+            NetHost.open(bob.keys.device_seed, LOOPBACK) as bob_device,
+        ):
+            bob_device.add_addrs(alice_node.net.peer_id, alice_node.net.listen_addrs())
+            link = await DeliveryLink.open(bob_device, alice_node.net.peer_id)
+            with trio.fail_after(STEP_TIMEOUT):
+                assert await link.deliver([grab, text]) == [Result.REJECTED, Result.STORED]
+            assert (await stored_row(alice, bob)).device_list_version == 1
+            assert await texts(alice, "Bob") == ["after"]
+            await link.aclose()

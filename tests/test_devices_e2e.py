@@ -117,6 +117,13 @@ def test_link_sync_copies_and_revoke(tmp_path: Path) -> None:
                     TIMEOUT,
                     f"{home.name} got Bob's message",
                 )
+            # Reading on one device reads on the other.
+            unread = lambda: next(  # noqa: E731
+                c["unread"] for c in call(laptop, "conversations") if c["name"] == "Bob"
+            )
+            assert unread() >= 1
+            call(alice, "messages", contact="Bob")  # marks the conversation read
+            wait_until(lambda: unread() == 0, TIMEOUT, "the laptop shows Bob's messages read")
             # What one device sends shows on the other as sent.
             p2pid_json(laptop, "send", "Bob", "from the laptop")
             wait_until(

@@ -44,6 +44,7 @@ from p2pid.store import kiosk as kiosk_queries
 from p2pid.store.kiosk import CodeLock, InvocationRow, KioskGrantRow
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire import events
+from p2pid.wire.framing import FrameError
 from p2pid.wire.invite import Invite, InviteKind, encode_invite
 from p2pid.wire.kiosk import (
     ApprovalRequest,
@@ -296,7 +297,13 @@ class KioskService:
                     Refusal.NOT_APPROVED,
                     f"the kiosk's owner did not answer within {timeout:g} s",
                 ) from None
-            except (NetError, PairProtocolError, OSError, trio.BrokenResourceError) as error:
+            except (
+                NetError,
+                PairProtocolError,
+                FrameError,  # the device hung up: not a kiosk it owns, or it stopped
+                OSError,
+                trio.BrokenResourceError,
+            ) as error:
                 log.info("owner device %s: %s", peer_id, error)
                 continue
             if not accepted:

@@ -142,6 +142,13 @@ class DeviceListUpdate(msgspec.Struct, frozen=True, kw_only=True, tag="device-li
     ] = {}
 
 
+class ReadCopy(msgspec.Struct, frozen=True, kw_only=True, tag="read-copy"):
+    """To my other devices: I read this conversation (up to and including `up_to`)."""
+
+    conversation_with: Key
+    up_to: MessageId
+
+
 class ContactCopy(msgspec.Struct, frozen=True, kw_only=True, tag="contact-copy"):
     """To my other devices: a contact I added or changed."""
 
@@ -149,7 +156,14 @@ class ContactCopy(msgspec.Struct, frozen=True, kw_only=True, tag="contact-copy")
 
 
 Body = (
-    Text | DeliveryReceipt | ReadReceipt | PrekeyRefill | SentCopy | DeviceListUpdate | ContactCopy
+    Text
+    | DeliveryReceipt
+    | ReadReceipt
+    | PrekeyRefill
+    | SentCopy
+    | DeviceListUpdate
+    | ContactCopy
+    | ReadCopy
 )
 
 
