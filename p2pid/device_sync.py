@@ -103,6 +103,7 @@ def contact_snapshot(conn: Connection, contact: ContactRow) -> ContactSnapshot |
         nickname=contact.nickname,
         verified_by=contact.verified_by,
         verified_at=contact.verified_at,
+        blocked=contact.blocked,
         device_list=split_signed_list(contact.device_list),
         prekeys=fallback_prekeys(contact.devices),
         fields=contact_queries.contact_fields(conn, contact.identity_key),
@@ -129,8 +130,8 @@ def import_contact(conn: Connection, snapshot: ContactSnapshot, now: int) -> Non
     try:
         with savepoint(conn, "import_contact"):
             contact_queries.upsert_contact(conn, record, now)
-            if snapshot.nickname is not None:
-                contact_queries.rename_contact(conn, snapshot.identity_key, snapshot.nickname, now)
+            contact_queries.rename_contact(conn, snapshot.identity_key, snapshot.nickname, now)
+            contact_queries.set_blocked(conn, snapshot.identity_key, snapshot.blocked, now)
             if snapshot.verified_by == "invite":
                 contact_queries.set_verified(conn, snapshot.identity_key, "invite", now)
             elif snapshot.verified_by == "sas":

@@ -54,6 +54,7 @@ from p2pid.wire.messages import (
     MESSAGE_ID_BYTES,
     Body,
     ContactCopy,
+    ContactRemoval,
     ConversationSummary,
     DeliveryReceipt,
     DeviceListUpdate,
@@ -606,7 +607,7 @@ class Messaging:
         if sender == self._identity_key:
             self._apply_from_my_device(conn, device, payload, now, outcome)
             return
-        if isinstance(body, SentCopy | ContactCopy | ReadCopy):
+        if isinstance(body, SentCopy | ContactCopy | ReadCopy | ContactRemoval):
             raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
         if isinstance(body, DeviceListUpdate):
             self._apply_contact_device_list(conn, contact, body, now, outcome)
@@ -698,6 +699,10 @@ class Messaging:
                 raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
         elif isinstance(body, DeviceListUpdate):
             self._apply_own_device_list(conn, body, now, outcome)
+        elif isinstance(body, ContactRemoval):
+            if body.identity_key != self._identity_key:
+                contact_queries.remove_contact(conn, body.identity_key)
+                message_queries.drop_outbox_for_identity(conn, body.identity_key)
         elif isinstance(body, ReadCopy):
             read = message_queries.get_conversation(conn, body.conversation_with)
             if read is not None and read.unread:
@@ -832,17 +837,20 @@ class Messaging:
         for peer_id in await self._store.write(write):
             self._courier.kick(peer_id)
 
-    async def copy_contact(self, identity_key: bytes) -> None:
-        """Queue a contact I added or changed to my other devices."""
+    async def copy_contact(self, identity_key: bytes, *, removed: bool = False) -> None:
+        """Queue a contact I added, changed or (`removed`) removed to my other devices."""
 
         def write(conn: Connection) -> list[str]:
-            contact = contact_queries.get_contact(conn, identity_key)
-            snapshot = contact_snapshot(conn, contact) if contact else None
-            if snapshot is None:
-                return []
-            return self._compose(conn, self._identity_key, ContactCopy(contact=snapshot), now_ms())[
-                1
-            ]
+            body: Body
+            if removed:
+                body = ContactRemoval(identity_key=identity_key)
+            else:
+                contact = contact_queries.get_contact(conn, identity_key)
+                snapshot = contact_snapshot(conn, contact) if contact else None
+                if snapshot is None:
+                    return []
+                body = ContactCopy(contact=snapshot)
+            return self._compose(conn, self._identity_key, body, now_ms())[1]
 
         for peer_id in await self._store.write(write):
             self._courier.kick(peer_id)

@@ -544,11 +544,13 @@ class Node:
     async def rename_contact(self, reference: str, nickname: str | None) -> ContactSummary:
         row = await self.contacts.find(reference)
         await self.contacts.rename(row.identity_key, nickname)
+        await self.messaging.copy_contact(row.identity_key)
         return await self.contact(identity_id_from_public_key(row.identity_key))
 
     async def remove_contact(self, reference: str) -> None:
         identity_key = (await self.contacts.find(reference)).identity_key
         await self.contacts.remove(identity_key)
+        await self.messaging.copy_contact(identity_key, removed=True)
         await self.store.write(
             lambda conn: message_queries.drop_outbox_for_identity(conn, identity_key)
         )
@@ -560,6 +562,7 @@ class Node:
             await self.store.write(
                 lambda conn: message_queries.drop_outbox_for_identity(conn, row.identity_key)
             )
+        await self.messaging.copy_contact(row.identity_key)
         return await self.contact(identity_id_from_public_key(row.identity_key))
 
     async def _summary(self, row: ContactRow) -> ContactSummary:

@@ -40,6 +40,7 @@ from p2pid.crypto.invites import (
     verify_invite,
 )
 from p2pid.net.host import NetHost, Stream
+from p2pid.protocols.framed import FramedStream
 from p2pid.protocols.device_link import (
     MAX_FAILED_HELLOS,
     ApproverInfo,
@@ -1009,7 +1010,8 @@ async def test_oversized_and_malformed_frames_on_the_wire_spoil_nothing() -> Non
             stream = await hosts.approver_net.new_stream(hosts.device.peer_id, [LINK_PROTOCOL])
             await stream.write(raw)
             outcome = await side.wait()
-            assert isinstance(outcome, Exception) and side.committed == []
+            assert isinstance(outcome, LinkError) and side.committed == []
+            assert "broke off" in str(outcome)
             await stream.reset()
         assert not machine.void
         side = NewDeviceSide(machine, accept)
@@ -1020,5 +1022,69 @@ async def test_oversized_and_malformed_frames_on_the_wire_spoil_nothing() -> Non
                 link, secrets_for(hosts.alice, hosts.device), [], SyncEnd(contacts=0, messages=0)
             )
         assert await side.wait() is True
+
+    await run_with_hosts(test)
+
+
+async def test_an_approver_going_away_ends_the_new_devices_side_with_a_link_error() -> None:
+    async def test(hosts: Hosts) -> None:
+        side = NewDeviceSide(hosts.device.machine(), accept)
+        hosts.device_net.set_stream_handler(LINK_PROTOCOL, side.handle)
+        with trio.fail_after(STEP_TIMEOUT):
+            link = await open_link(hosts.approver_net, link_approver(hosts))
+        await link.framed.stream.reset()  # the approving daemon died while the codes showed
+        outcome = await side.wait()
+        assert isinstance(outcome, LinkError) and "broke off" in str(outcome)
+        assert side.committed == [] and side.machine.granted is None
+
+    await run_with_hosts(test)
+
+
+async def test_a_new_device_going_away_ends_finish_link_with_a_link_error() -> None:
+    async def test(hosts: Hosts) -> None:
+        machine = hosts.device.machine()
+        granted = trio.Event()
+
+        async def dies_after_the_grant(stream: Stream) -> None:
+            framed = FramedStream(stream, MAX_LINK_FRAME)
+            reply, _ = machine.receive_hello(await framed.receive(), hosts.approver_net.peer_id)
+            await framed.send(reply)
+            machine.receive_grant(await framed.receive())
+            granted.set()
+            await stream.reset()
+
+        hosts.device_net.set_stream_handler(LINK_PROTOCOL, dies_after_the_grant)
+        history = [SyncBatch(messages=[message_copy(n) for n in range(MAX_SYNC_MESSAGES)])] * 4
+        with trio.fail_after(STEP_TIMEOUT):
+            link = await open_link(hosts.approver_net, link_approver(hosts))
+            with pytest.raises(LinkError, match="broke off"):
+                await finish_link(
+                    link,
+                    secrets_for(hosts.alice, hosts.device),
+                    history,
+                    SyncEnd(contacts=0, messages=4 * MAX_SYNC_MESSAGES),
+                )
+        assert granted.is_set()
+
+    await run_with_hosts(test)
+
+
+async def test_a_new_device_that_answers_garbage_ends_open_link_with_a_link_error() -> None:
+    async def test(hosts: Hosts) -> None:
+        async def garbage(stream: Stream) -> None:
+            await FramedStream(stream, MAX_LINK_FRAME).receive()
+            await stream.write(encode_varint(MAX_LINK_FRAME + 1))
+
+        hosts.device_net.set_stream_handler(LINK_PROTOCOL, garbage)
+        with trio.fail_after(STEP_TIMEOUT), pytest.raises(LinkError, match="broke off"):
+            await open_link(hosts.approver_net, link_approver(hosts))
+
+        async def hangs_up(stream: Stream) -> None:
+            await FramedStream(stream, MAX_LINK_FRAME).receive()
+            await stream.close()
+
+        hosts.device_net.set_stream_handler(LINK_PROTOCOL, hangs_up)
+        with trio.fail_after(STEP_TIMEOUT), pytest.raises(LinkError, match="broke off"):
+            await open_link(hosts.approver_net, link_approver(hosts))
 
     await run_with_hosts(test)

@@ -136,6 +136,13 @@ def test_link_sync_copies_and_revoke(tmp_path: Path) -> None:
                 TIMEOUT,
                 "Bob got the laptop's message",
             )
+            # Renaming a contact on one device renames it on the other.
+            p2pid_json(laptop, "contact", "rename", "Bob", "Bobby")
+            wait_until(
+                lambda: [c for c in call(alice, "contacts") if c["nickname"] == "Bobby"],
+                TIMEOUT,
+                "the rename reached Alice's phone",
+            )
             # Revoke: the laptop wipes its identity and stops; Bob drops the device.
             revoked = p2pid_json(alice, "device", "revoke", "laptop")
             assert revoked["version"] == 3

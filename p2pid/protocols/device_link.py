@@ -8,6 +8,7 @@ LinkError; nothing is stored by the machines themselves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from p2pid.crypto.device_link import (
 )
 from p2pid.crypto.device_list import DeviceListError, VerifiedDeviceList, verify_device_list
 from p2pid.crypto.identity import peer_id_from_public_key
-from p2pid.net.host import NetHost, Stream, remote_peer_id
+from p2pid.net.host import NetHost, Stream, StreamError, close_quietly, remote_peer_id
 from p2pid.protocols.framed import FramedStream
 from p2pid.wire.device_link import (
     LINK_PROTOCOL,
@@ -51,6 +52,7 @@ from p2pid.wire.device_link import (
     encode_link_message,
     encode_secrets,
 )
+from p2pid.wire.framing import FrameError
 from p2pid.wire.invite import Invite
 from p2pid.wire.records import DevicePrekeys, encode
 
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 
 STEP_TIMEOUT_SECONDS = 30.0
 MAX_FAILED_HELLOS = 3
+# The stream broke or carried something that is not a frame: the drivers raise LinkError.
+_BROKEN = (StreamError, FrameError)
 
 
 class LinkError(Exception):
@@ -346,6 +350,9 @@ async def open_link(net: NetHost, approver: LinkApprover) -> OpenLink:
         with trio.fail_after(STEP_TIMEOUT_SECONDS):
             await framed.send(approver.hello())
             device = approver.receive_reply(await framed.receive())
+    except _BROKEN as error:
+        await stream.reset()
+        raise LinkError(f"the link with the new device broke off: {error}") from None
     except BaseException:
         await stream.reset()
         raise
@@ -366,8 +373,10 @@ async def finish_link(
         with trio.fail_after(STEP_TIMEOUT_SECONDS * 4):
             await framed.send(encode_link_message(end))
             link.approver.receive_done(await framed.receive())
+    except _BROKEN as error:
+        raise LinkError(f"the link with the new device broke off: {error}") from None
     finally:
-        await framed.stream.close()
+        await close_quietly(framed.stream)
 
 
 async def cancel_link(link: OpenLink, reason: str) -> None:
@@ -408,8 +417,10 @@ async def serve_link(
         return True
     except LinkError as error:
         log.info("device link from %s refused: %s", approver_peer_id, error)
-        with trio.move_on_after(2):
+        with trio.move_on_after(2), contextlib.suppress(*_BROKEN):
             await framed.send(abort_frame(str(error)))
         raise
+    except _BROKEN as error:
+        raise LinkError(f"the link with the approving device broke off: {error}") from None
     finally:
-        await stream.close()
+        await close_quietly(stream)

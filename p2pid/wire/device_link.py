@@ -79,6 +79,7 @@ class ContactSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     nickname: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     verified_by: Annotated[str, msgspec.Meta(max_length=16)] | None = None
     verified_at: Millis | None = None
+    blocked: bool = False
     device_list: SignedDeviceList
     prekeys: Annotated[list[DevicePrekeys], msgspec.Meta(max_length=32)] = []
     fields: dict[Short, Annotated[str, msgspec.Meta(max_length=4096)]] = {}

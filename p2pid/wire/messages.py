@@ -142,6 +142,12 @@ class DeviceListUpdate(msgspec.Struct, frozen=True, kw_only=True, tag="device-li
     ] = {}
 
 
+class ContactRemoval(msgspec.Struct, frozen=True, kw_only=True, tag="contact-removed"):
+    """To my other devices: I removed this contact."""
+
+    identity_key: Key
+
+
 class ReadCopy(msgspec.Struct, frozen=True, kw_only=True, tag="read-copy"):
     """To my other devices: I read this conversation (up to and including `up_to`)."""
 
@@ -164,6 +170,7 @@ Body = (
     | DeviceListUpdate
     | ContactCopy
     | ReadCopy
+    | ContactRemoval
 )
 
 
