@@ -13,17 +13,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from p2pid.crypto.device_list import sign_device_list
-from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
+from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key
 from p2pid.crypto.invites import InviteError, new_invite, verify_invite
 from p2pid.crypto.olm import OlmAccount
-from p2pid.device_sync import fallback_prekeys, record_from_list, split_signed_list
+from p2pid.device_sync import (
+    fallback_prekeys,
+    record_from_list,
+    record_from_verified,
+    split_signed_list,
+)
 from p2pid.events import EventBus, now_ms
 from p2pid.protocols.cards import JoinedContact
 from p2pid.protocols.contact_join import JoinError, PriorWelcome
 from p2pid.store import contacts as contact_queries
 from p2pid.store import queries
 from p2pid.store.contacts import (
-    ContactDevice,
     ContactRecord,
     ContactRow,
     DeviceConflictError,
@@ -111,30 +115,7 @@ def parse_invite_code(code: str, kind: InviteKind = InviteKind.CONTACT) -> Invit
 
 
 def contact_record(contact: JoinedContact) -> ContactRecord:
-    prekeys = {entry.device_key: entry for entry in contact.card.prekeys}
-    devices = []
-    for device in contact.devices.body.devices:
-        published = prekeys.get(device.device_key)
-        devices.append(
-            ContactDevice(
-                peer_id=peer_id_from_public_key(device.device_key),
-                device_key=device.device_key,
-                olm_curve25519=device.olm_curve25519,
-                olm_ed25519=device.olm_ed25519,
-                name=device.name,
-                created_at=device.created_at,
-                capabilities=tuple(device.capabilities),
-                fallback_key=published.fallback_key if published else None,
-                one_time_keys=tuple(published.one_time_keys) if published else (),
-            )
-        )
-    return ContactRecord(
-        identity_key=contact.identity_key,
-        display_name=contact.display_name,
-        device_list=contact.card.device_list.body + contact.card.device_list.signature,
-        device_list_version=contact.devices.body.version,
-        devices=tuple(devices),
-    )
+    return record_from_verified(contact.devices, contact.display_name, contact.card.prekeys)
 
 
 def publish_one_time_keys(

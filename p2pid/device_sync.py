@@ -6,10 +6,10 @@ callers run these inside one read or one write.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from p2pid.crypto.device_list import DeviceListError, verify_device_list
+from p2pid.crypto.device_list import DeviceListError, VerifiedDeviceList, verify_device_list
 from p2pid.crypto.identity import identity_id_from_public_key, peer_id_from_public_key
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
@@ -54,9 +54,14 @@ def join_signed_list(signed: SignedDeviceList) -> bytes:
 def record_from_list(
     signed: SignedDeviceList, identity_key: bytes, display_name: str, prekeys: list[DevicePrekeys]
 ) -> ContactRecord:
-    """A verified device list as the store's record, with the prekeys given for its devices.
+    """A device list, verified, as the store's record with the prekeys given for its devices.
     Raises DeviceListError."""
-    verified = verify_device_list(signed, identity_key)
+    return record_from_verified(verify_device_list(signed, identity_key), display_name, prekeys)
+
+
+def record_from_verified(
+    verified: VerifiedDeviceList, display_name: str, prekeys: Sequence[DevicePrekeys]
+) -> ContactRecord:
     by_key = {p.device_key: p for p in prekeys}
     devices = []
     for entry in verified.body.devices:
@@ -75,9 +80,9 @@ def record_from_list(
             )
         )
     return ContactRecord(
-        identity_key=identity_key,
+        identity_key=verified.body.identity_key,
         display_name=display_name,
-        device_list=join_signed_list(signed),
+        device_list=join_signed_list(verified.signed),
         device_list_version=verified.body.version,
         devices=tuple(devices),
     )

@@ -4,8 +4,9 @@ nodes, how device lists and copies from a contact are handled."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +27,19 @@ from p2pid.device_sync import (
     record_from_list,
     split_signed_list,
 )
-from p2pid.events import now_ms
+from p2pid.events import EventBus, now_ms
+from p2pid.home import Home
+from p2pid.linking import LinkedHome, LinkOptions, link_new_device
 from p2pid.net.host import NetHost
 from p2pid.protocols.messaging import DeliveryLink
+from p2pid.provision import unlock_vault_key
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
 from p2pid.store.contacts import ContactRow
 from p2pid.store.db import Connection, open_database
 from p2pid.store.messages import NewMessage
+from p2pid.store.trio_store import TrioStore
 from p2pid.wire.device_link import (
     MAX_LINK_FRAME,
     MAX_SYNC_CONTACTS,
@@ -54,8 +59,10 @@ from p2pid.wire.messages import (
     DeviceListUpdate,
     Envelope,
     MessagesDropped,
+    MessageSent,
     Result,
     SentCopy,
+    Text,
     decode_envelope,
 )
 from p2pid.wire.records import (
@@ -815,3 +822,114 @@ async def test_a_contact_list_claiming_my_device_is_rejected(tmp_path: Path) -> 
             assert (await stored_row(alice, bob)).device_list_version == 1
             assert await texts(alice, "Bob") == ["after"]
             await link.aclose()
+
+
+# -- messaging between two devices of mine, linked in this process -----------------------------
+
+
+@contextlib.asynccontextmanager
+async def linked_laptop(tmp_path: Path, phone: NodePerson) -> AsyncIterator[NodePerson]:
+    """Link a new home to the phone's identity with the real drivers (the new device's side
+    as `p2pid device link` runs it) and open its store."""
+    home = Home(tmp_path / "laptop")
+    codes: trio.MemorySendChannel[str]
+    codes, code_received = trio.open_memory_channel[str](1)
+    confirmations: list[str] = []
+
+    def report(event: dict[str, object]) -> None:
+        if event["event"] == "code":
+            codes.send_nowait(str(event["code"]))
+        elif event["event"] == "confirm":
+            confirmations.append(str(event["confirmation"]))
+
+    options = LinkOptions(device_name="laptop", listen_addrs=LOOPBACK)
+    linked: list[LinkedHome] = []
+
+    async def run_link() -> None:
+        linked.append(await link_new_device(home, options, report))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_link)
+        with trio.fail_after(STEP_TIMEOUT):
+            code = await code_received.receive()
+            pending = await phone.running.devices.approve(code)
+            result = await phone.running.devices.confirm(
+                pending.link_id, True, HistoryChoice("all")
+            )
+    assert result is not None and confirmations == [pending.confirmation]
+    [home_linked] = linked
+    assert home_linked.identity_id == phone.keys.identity_id
+    vault_key = unlock_vault_key(home)
+    async with TrioStore.open(home.database, vault_key) as store:
+        identity = await store.read(queries.load_local_identity)
+        assert identity is not None
+        keys = IdentityKeys(identity.identity_seed, identity.device_seed)
+        yield NodePerson("Laptop", home, store, vault_key, keys, EventBus().subscribe())
+
+
+async def test_copies_and_device_lists_between_my_own_devices(tmp_path: Path) -> None:
+    mallory = IdentityKeys.generate()
+    async with (
+        person(tmp_path, "Alice") as phone,
+        person(tmp_path, "Bob") as bob,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        async with node_of(phone), node_of(bob):
+            await befriend(phone, bob)
+            await phone.running.send("Bob", "before the laptop")
+            laptop = await stack.enter_async_context(linked_laptop(tmp_path, phone))
+            # The history came along: Bob, and the conversation.
+            contacts = await laptop.store.read(contact_queries.list_contacts)
+            assert [c.identity_key for c in contacts] == [bob.keys.identity_public_key]
+            mine = await phone.store.read(contact_queries.get_self)
+            assert mine is not None and mine.device_list_version == 2
+            assert laptop.keys.peer_id in {d.peer_id for d in mine.devices}
+            async with node_of(laptop):
+                assert await texts(laptop, "Bob") == ["before the laptop"]
+                # What the phone sends shows on the laptop: a SentCopy from my own device.
+                sent = await phone.running.send("Bob", "sent from the phone")
+                copied = await laptop.next_event(MessageSent)
+                assert copied.message.message_id == sent.message_id
+                assert copied.message.outgoing and copied.message.text == sent.text
+                assert await texts(laptop, "Bob") == ["before the laptop", "sent from the phone"]
+
+        # The phone is away: what the laptop's node queues for it, it sends as it is.
+        current = await laptop.store.read(contact_queries.get_self)
+        assert current is not None
+        entries = current_entries(current)
+        sign = laptop.keys.identity_signing_key
+
+        def update(signed: SignedDeviceList) -> Callable[[], Awaitable[None]]:
+            return lambda: laptop.running.messaging.publish_device_list(
+                DeviceListUpdate(device_list=signed, prekeys=[])
+            )
+
+        plan: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("older", update(sign_device_list(sign, 1, now_ms(), entries[:1]))),
+            ("same", update(sign_device_list(sign, 2, now_ms(), entries[:1]))),
+            ("forged", update(list_claiming(laptop.keys, mallory, 7))),
+            ("note", lambda: compose_to(laptop, phone, Text(text="a note to myself"))),
+        ]
+        queued = {}
+        async with node_of(laptop):
+            for label, make in plan:
+                [queued[label]] = await envelopes_queued_by(laptop, phone, make)
+
+        async with (
+            node_of(phone) as phone_node,
+            NetHost.open(laptop.keys.device_seed, LOOPBACK) as laptop_device,
+        ):
+            laptop_device.add_addrs(phone_node.net.peer_id, phone_node.net.listen_addrs())
+            link = await DeliveryLink.open(laptop_device, phone_node.net.peer_id)
+            with trio.fail_after(STEP_TIMEOUT):
+                results = await link.deliver([queued[label] for label, _ in plan])
+            await link.aclose()
+            # An older list and one at the same version change nothing; a list not signed by
+            # my identity and a text to myself are forged.
+            assert results == [Result.STORED, Result.STORED, Result.REJECTED, Result.REJECTED]
+            after = await phone.store.read(contact_queries.get_self)
+            assert after is not None
+            assert (after.device_list, after.device_list_version) == (mine.device_list, 2)
+            assert {d.peer_id for d in after.devices} == {d.peer_id for d in mine.devices}
+            assert await texts(phone, "Bob") == ["before the laptop", "sent from the phone"]
+            assert (await phone_node.message_stats()).dropped == {"forged_payload": 2}

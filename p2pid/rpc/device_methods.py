@@ -11,21 +11,9 @@ import trio
 from p2pid.device_sync import HistoryChoice
 from p2pid.devices import MAX_HISTORY_DAYS, DevicesError
 from p2pid.node import Node
+from p2pid.rpc.methods import NODE_ERROR_CODES, NoParams, parse_params
 from p2pid.rpc.protocol import ErrorCode, RpcError
 from p2pid.rpc.server import Handler
-
-_ERROR_CODES = {
-    "invalid": ErrorCode.INVALID_PARAMS,
-    "not_found": ErrorCode.NOT_FOUND,
-    "unreachable": ErrorCode.UNREACHABLE,
-    "refused": ErrorCode.REFUSED,
-    "timeout": ErrorCode.TIMEOUT,
-    "conflict": ErrorCode.CONFLICT,
-}
-
-
-class NoParams(msgspec.Struct, forbid_unknown_fields=True):
-    pass
 
 
 class ApproveParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,13 +31,6 @@ class RevokeParams(msgspec.Struct, forbid_unknown_fields=True):
     device: str
 
 
-def _parse(params: dict[str, Any], kind: type[Any]) -> Any:
-    try:
-        return msgspec.convert(params, kind)
-    except msgspec.ValidationError as error:
-        raise RpcError(ErrorCode.INVALID_PARAMS, f"invalid params: {error}") from None
-
-
 def history_choice(history: str, days: int | None) -> HistoryChoice:
     if history == "days":
         if days is None or not 1 <= days <= MAX_HISTORY_DAYS:
@@ -65,20 +46,20 @@ def history_choice(history: str, days: int | None) -> HistoryChoice:
 
 def device_methods(node: Node) -> dict[str, Handler]:
     async def devices(params: dict[str, Any]) -> Any:
-        _parse(params, NoParams)
+        parse_params(params, NoParams)
         return await node.devices.list_devices()
 
     async def approve(params: dict[str, Any]) -> Any:
-        return await node.devices.approve(_parse(params, ApproveParams).code)
+        return await node.devices.approve(parse_params(params, ApproveParams).code)
 
     async def confirm(params: dict[str, Any]) -> Any:
-        request: ConfirmParams = _parse(params, ConfirmParams)
+        request = parse_params(params, ConfirmParams)
         choice = history_choice(request.history, request.days)
         result = await node.devices.confirm(request.link_id, request.accept, choice)
         return result if result is not None else {"cancelled": True}
 
     async def revoke(params: dict[str, Any]) -> Any:
-        return await node.devices.revoke(_parse(params, RevokeParams).device)
+        return await node.devices.revoke(parse_params(params, RevokeParams).device)
 
     methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
         "devices": devices,
@@ -95,7 +76,7 @@ def _translating(handler: Handler) -> Handler:
             return await handler(params)
         except DevicesError as error:
             raise RpcError(
-                _ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error)
+                NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error)
             ) from error
         except trio.TooSlowError as error:
             raise RpcError(ErrorCode.TIMEOUT, "the other device did not answer in time") from error

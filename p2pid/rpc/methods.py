@@ -17,7 +17,6 @@ from p2pid.net import NetError, describe_error
 from p2pid.node import Node, NodeError
 from p2pid.profile import ProfileError
 from p2pid.protocols.contact_join import JoinError
-from p2pid.rpc.device_methods import device_methods
 from p2pid.rpc.protocol import ErrorCode, RpcError
 from p2pid.rpc.server import Handler
 from p2pid.verification import VerificationError
@@ -27,7 +26,7 @@ MAX_NICKNAME_LENGTH = 64
 MAX_PING_COUNT = 100
 PING_TIMEOUT_SECONDS = 20.0
 
-_NODE_ERROR_CODES = {
+NODE_ERROR_CODES = {
     "invalid": ErrorCode.INVALID_PARAMS,
     "not_found": ErrorCode.NOT_FOUND,
     "unreachable": ErrorCode.UNREACHABLE,
@@ -178,7 +177,7 @@ def as_rpc_error(error: Exception) -> RpcError:
         error,
         NodeError | ContactsError | VerificationError | ProfileError | MessagingError | KiosksError,
     ):
-        return RpcError(_NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error))
+        return RpcError(NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error))
     if isinstance(error, JoinError):
         return RpcError(ErrorCode.REFUSED, f"join failed: {error}")
     if isinstance(error, trio.TooSlowError):
@@ -432,6 +431,8 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         "kiosk.status": kiosk_status,
         "kiosk.log": kiosk_log,
     }
+    from p2pid.rpc.device_methods import device_methods  # it builds on this module
+
     translated = {name: _translating_errors(handler) for name, handler in methods.items()}
     return translated | device_methods(node)
 
