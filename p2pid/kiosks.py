@@ -69,11 +69,13 @@ PAIRABLE_FIELD = "kiosk"
 
 
 class KiosksError(Exception):
-    """A kiosk request that cannot be carried out; `kind` maps to an RPC error code."""
+    """A kiosk request that cannot be carried out; `kind` maps to an RPC error code, `reason`
+    is the kiosk's own reason when the kiosk refused."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, reason: Refusal | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ _REFUSAL_KINDS = {
 def _refusal_error(refusal: ControlRefused | PairRefusedError) -> KiosksError:
     reason = refusal.reason
     message = refusal.message if isinstance(refusal, ControlRefused) else str(refusal)
-    return KiosksError(_REFUSAL_KINDS.get(reason, "refused"), f"the kiosk refused: {message}")
+    return KiosksError(
+        _REFUSAL_KINDS.get(reason, "refused"), f"the kiosk refused: {message}", reason
+    )
 
 
 class Kiosks:
@@ -169,6 +173,8 @@ class Kiosks:
         grant_holder: list[bytes] = []
 
         async def make_request(challenge: PairChallenge) -> bytes:
+            # Only a wish: the kiosk decides (its owner's identity pairs as owner from any of
+            # its devices, with or without a record here).
             owner_again = known is not None and known.role == Role.OWNER.value
             role = Role.GUEST if challenge.has_owner and not owner_again else Role.OWNER
             grant = sign_grant(
@@ -192,6 +198,16 @@ class Kiosks:
             raise KiosksError("refused", f"pairing failed: {error}") from None
         except trio.TooSlowError:
             raise KiosksError("timeout", "the kiosk did not answer in time") from None
+        except NetError as error:
+            raise KiosksError(
+                "unreachable", f"cannot reach the kiosk: {error}; nothing was paired"
+            ) from None
+        except kiosk_pair.STREAM_ERRORS as error:
+            raise KiosksError(
+                "refused",
+                f"the kiosk hung up before answering ({error}); nothing was paired: "
+                "try again with the code now on its screen",
+            ) from None
         body = open_grant(grant_from_bytes(grant_holder[-1])).body
         routines = [msgspec.to_builtins(routine) for routine in accepted.routines]
         row = PairedKioskRow(
@@ -280,8 +296,12 @@ class Kiosks:
         self.net.add_addrs(row.peer_id, row.addrs)
         try:
             reply = await kiosk_control.call(self.net, row.peer_id, request)
-        except (NetError, kiosk_control.ControlError, OSError) as error:
+        except (NetError, kiosk_control.ControlError) as error:
             raise KiosksError("unreachable", f"{row.name} is unreachable: {error}") from None
+        except kiosk_pair.STREAM_ERRORS as error:
+            raise KiosksError(
+                "unreachable", f"{row.name} hung up before answering: {error}"
+            ) from None
         except trio.TooSlowError:
             raise KiosksError("timeout", f"{row.name} did not answer in time") from None
         health = None
@@ -316,14 +336,19 @@ class Kiosks:
         }
 
     async def revoke(self, reference: str) -> dict[str, bool]:
+        """Log out. The kiosk honours it even past the grant's expiry; this node forgets the
+        kiosk only once the kiosk confirmed, or said it does not know the grant (gone either
+        way). Unreachable, or refused for another reason: kept, to retry."""
         row = await self.find(reference)
+        request = RevokeGrant(grant_id=row.grant_id, device_list=self._device_list())
         try:
-            reply = await self._call(row, RevokeGrant(grant_id=row.grant_id))
+            reply = await self._call(row, request)
         except KiosksError as error:
-            if error.kind != "refused":  # unreachable: keep it, to retry
+            if error.reason is not Refusal.NOT_PAIRED:
                 raise
-            reply = ControlDone()  # the kiosk no longer knows the grant: gone either way
-        assert isinstance(reply, ControlDone)
+            reply = ControlDone()
+        if not isinstance(reply, ControlDone):
+            raise KiosksError("refused", "the kiosk answered something else than done")
         await self._forget(row)
         return {"revoked": True}
 

@@ -827,12 +827,10 @@ async def test_a_contact_list_claiming_my_device_is_rejected(tmp_path: Path) -> 
 # -- messaging between two devices of mine, linked in this process -----------------------------
 
 
-@contextlib.asynccontextmanager
-async def linked_laptop(tmp_path: Path, phone: NodePerson) -> AsyncIterator[NodePerson]:
-    """Link a new home to the phone's identity with the real drivers (the new device's side
-    as `p2pid device link` runs it) and open its store."""
+async def link_laptop(tmp_path: Path, phone: NodePerson) -> Home:
+    """Link a new home to the phone's identity with the real drivers: the new device's side
+    as `p2pid device link` runs it, the phone's as `device approve` does."""
     home = Home(tmp_path / "laptop")
-    codes: trio.MemorySendChannel[str]
     codes, code_received = trio.open_memory_channel[str](1)
     confirmations: list[str] = []
 
@@ -859,65 +857,72 @@ async def linked_laptop(tmp_path: Path, phone: NodePerson) -> AsyncIterator[Node
     assert result is not None and confirmations == [pending.confirmation]
     [home_linked] = linked
     assert home_linked.identity_id == phone.keys.identity_id
+    assert (home_linked.contacts, home_linked.messages) == (result.contacts, result.messages)
+    return home
+
+
+@contextlib.asynccontextmanager
+async def device_of(home: Home, name: str) -> AsyncIterator[NodePerson]:
     vault_key = unlock_vault_key(home)
     async with TrioStore.open(home.database, vault_key) as store:
         identity = await store.read(queries.load_local_identity)
         assert identity is not None
         keys = IdentityKeys(identity.identity_seed, identity.device_seed)
-        yield NodePerson("Laptop", home, store, vault_key, keys, EventBus().subscribe())
+        yield NodePerson(name, home, store, vault_key, keys, EventBus().subscribe())
 
 
 async def test_copies_and_device_lists_between_my_own_devices(tmp_path: Path) -> None:
     mallory = IdentityKeys.generate()
-    async with (
-        person(tmp_path, "Alice") as phone,
-        person(tmp_path, "Bob") as bob,
-        contextlib.AsyncExitStack() as stack,
-    ):
+    async with person(tmp_path, "Alice") as phone, person(tmp_path, "Bob") as bob:
         async with node_of(phone), node_of(bob):
             await befriend(phone, bob)
             await phone.running.send("Bob", "before the laptop")
-            laptop = await stack.enter_async_context(linked_laptop(tmp_path, phone))
-            # The history came along: Bob, and the conversation.
-            contacts = await laptop.store.read(contact_queries.list_contacts)
-            assert [c.identity_key for c in contacts] == [bob.keys.identity_public_key]
+            home = await link_laptop(tmp_path, phone)
             mine = await phone.store.read(contact_queries.get_self)
-            assert mine is not None and mine.device_list_version == 2
-            assert laptop.keys.peer_id in {d.peer_id for d in mine.devices}
-            async with node_of(laptop):
-                assert await texts(laptop, "Bob") == ["before the laptop"]
-                # What the phone sends shows on the laptop: a SentCopy from my own device.
-                sent = await phone.running.send("Bob", "sent from the phone")
-                copied = await laptop.next_event(MessageSent)
-                assert copied.message.message_id == sent.message_id
-                assert copied.message.outgoing and copied.message.text == sent.text
-                assert await texts(laptop, "Bob") == ["before the laptop", "sent from the phone"]
+            async with device_of(home, "Laptop") as laptop:
+                # The history came along: Bob, and the conversation.
+                contacts = await laptop.store.read(contact_queries.list_contacts)
+                assert [c.identity_key for c in contacts] == [bob.keys.identity_public_key]
+                assert mine is not None and mine.device_list_version == 2
+                assert laptop.keys.peer_id in {d.peer_id for d in mine.devices}
+                async with node_of(laptop):
+                    assert await texts(laptop, "Bob") == ["before the laptop"]
+                    # What the phone sends shows on the laptop: a SentCopy from my device.
+                    sent = await phone.running.send("Bob", "sent from the phone")
+                    copied = await laptop.next_event(MessageSent)
+                    assert copied.message.message_id == sent.message_id
+                    assert copied.message.outgoing and copied.message.text == sent.text
+                    assert await texts(laptop, "Bob") == [
+                        "before the laptop",
+                        "sent from the phone",
+                    ]
 
-        # The phone is away: what the laptop's node queues for it, it sends as it is.
-        current = await laptop.store.read(contact_queries.get_self)
-        assert current is not None
-        entries = current_entries(current)
-        sign = laptop.keys.identity_signing_key
-
-        def update(signed: SignedDeviceList) -> Callable[[], Awaitable[None]]:
-            return lambda: laptop.running.messaging.publish_device_list(
-                DeviceListUpdate(device_list=signed, prekeys=[])
-            )
-
-        plan: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-            ("older", update(sign_device_list(sign, 1, now_ms(), entries[:1]))),
-            ("same", update(sign_device_list(sign, 2, now_ms(), entries[:1]))),
-            ("forged", update(list_claiming(laptop.keys, mallory, 7))),
-            ("note", lambda: compose_to(laptop, phone, Text(text="a note to myself"))),
-        ]
+        # The phone is away: what the laptop's node queues for it is sent as it is.
         queued = {}
-        async with node_of(laptop):
+        async with device_of(home, "Laptop") as laptop, node_of(laptop):
+            current = await laptop.store.read(contact_queries.get_self)
+            assert current is not None
+            entries = current_entries(current)
+            sign = laptop.keys.identity_signing_key
+
+            def update(signed: SignedDeviceList) -> Callable[[], Awaitable[None]]:
+                return lambda: laptop.running.messaging.publish_device_list(
+                    DeviceListUpdate(device_list=signed, prekeys=[])
+                )
+
+            plan: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+                ("older", update(sign_device_list(sign, 1, now_ms(), entries[:1]))),
+                ("same", update(sign_device_list(sign, 2, now_ms(), entries[:1]))),
+                ("forged", update(list_claiming(laptop.keys, mallory, 7))),
+                ("note", lambda: compose_to(laptop, phone, Text(text="a note to myself"))),
+            ]
             for label, make in plan:
                 [queued[label]] = await envelopes_queued_by(laptop, phone, make)
+            laptop_seed = laptop.keys.device_seed
 
         async with (
             node_of(phone) as phone_node,
-            NetHost.open(laptop.keys.device_seed, LOOPBACK) as laptop_device,
+            NetHost.open(laptop_seed, LOOPBACK) as laptop_device,
         ):
             laptop_device.add_addrs(phone_node.net.peer_id, phone_node.net.listen_addrs())
             link = await DeliveryLink.open(laptop_device, phone_node.net.peer_id)
@@ -928,7 +933,7 @@ async def test_copies_and_device_lists_between_my_own_devices(tmp_path: Path) ->
             # my identity and a text to myself are forged.
             assert results == [Result.STORED, Result.STORED, Result.REJECTED, Result.REJECTED]
             after = await phone.store.read(contact_queries.get_self)
-            assert after is not None
+            assert after is not None and mine is not None
             assert (after.device_list, after.device_list_version) == (mine.device_list, 2)
             assert {d.peer_id for d in after.devices} == {d.peer_id for d in mine.devices}
             assert await texts(phone, "Bob") == ["before the laptop", "sent from the phone"]

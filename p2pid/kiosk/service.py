@@ -4,7 +4,8 @@ A kiosk is a normal p2pid home whose identity is the kiosk. This service shows a
 (a KIOSK invite signed by the kiosk's identity) and a short numeric code, both rotated on expiry
 and after each pairing; it counts short-code attempts (a fresh code after a few wrong ones, a
 lockout after many, per kiosk, whatever PeerIds the attempts come from); it admits the first
-person as owner and later persons as guests once the owner's device approves; it serves the
+person as owner (and the owner's identity again as owner, from any of its devices) and other
+persons as guests once the owner's device approves, keeping one grant per person; it serves the
 control protocol (invoke, revoke, the owner's operations) and logs every invocation.
 """
 
@@ -35,6 +36,7 @@ from p2pid.kiosk.routines import RoutineBook, RoutineError, run_routine
 from p2pid.net import NetError
 from p2pid.net.host import NetHost
 from p2pid.protocols.kiosk_pair import (
+    STREAM_ERRORS,
     AdmittedPerson,
     PairProtocolError,
     PairRefusedError,
@@ -44,7 +46,6 @@ from p2pid.store import kiosk as kiosk_queries
 from p2pid.store.kiosk import CodeLock, InvocationRow, KioskGrantRow
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire import events
-from p2pid.wire.framing import FrameError
 from p2pid.wire.invite import Invite, InviteKind, encode_invite
 from p2pid.wire.kiosk import (
     ApprovalRequest,
@@ -69,6 +70,10 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
+
+# An owner's device that cannot answer an approval request: unreachable, hung up (not a kiosk it
+# owns any more, or it stopped), or it broke the protocol. The next device is asked.
+_OWNER_DEVICE_GONE: tuple[type[Exception], ...] = (NetError, PairProtocolError, *STREAM_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,11 @@ class KioskService:
         return invite.secret
 
     async def admit(self, person: AdmittedPerson) -> tuple[Role, list[dict[str, object]]]:
+        """The kiosk decides the role from the identity: the first person, or the owner's
+        identity from any of its devices, is the owner; anyone else is a guest once the owner
+        approves. The grant's role is only what the person asked for. A person's new grant
+        replaces (and revokes for good) their earlier one, and their device list is kept only
+        if it is not older than the one held."""
         async with self._admit_lock:
             grant = person.grant.body
             if await self.store.read(lambda c: kiosk_queries.is_revoked(c, grant.grant_id)):
@@ -245,10 +255,16 @@ class KioskService:
             owner = await self.store.read(kiosk_queries.owner_grant)
             is_owner = owner is None or owner.identity_key == grant.identity_key
             expected = Role.OWNER if is_owner else Role.GUEST
-            if grant.role is not expected:
+            held = await self.store.read(
+                lambda c: kiosk_queries.grant_for_identity(c, grant.identity_key)
+            )
+            version = person.devices.body.version
+            if held is not None and version < held.device_list_version:
                 raise PairRefusedError(
                     Refusal.BAD_GRANT,
-                    f"this kiosk pairs you as {expected.value}; the grant asks for {grant.role}",
+                    f"this device's list of your devices (version {version}) is older than the "
+                    f"one the kiosk holds (version {held.device_list_version}): let this device "
+                    "catch up with your other devices, or pair from one of them",
                 )
             if owner is not None and not is_owner:
                 await self._ask_owner(owner, person)
@@ -297,13 +313,8 @@ class KioskService:
                     Refusal.NOT_APPROVED,
                     f"the kiosk's owner did not answer within {timeout:g} s",
                 ) from None
-            except (
-                NetError,
-                PairProtocolError,
-                FrameError,  # the device hung up: not a kiosk it owns, or it stopped
-                OSError,
-                trio.BrokenResourceError,
-            ) as error:
+            except _OWNER_DEVICE_GONE as error:
+                # the device hung up: not a kiosk it owns (any more), or it stopped
                 log.info("owner device %s: %s", peer_id, error)
                 continue
             if not accepted:
@@ -327,6 +338,7 @@ class KioskService:
             return refusal or _refused(Refusal.NOT_PAIRED, "not paired")
         if isinstance(request, RevokeGrant):
             await self._revoke([row.grant_id])
+            log.info("%s logged out (%s)", row.display_name, row.role)
             return ControlDone()
         if row.role != Role.OWNER.value:
             return _refused(Refusal.NOT_ALLOWED, "only the kiosk's owner can do that")
@@ -370,21 +382,25 @@ class KioskService:
         row = await self.store.read(lambda c: kiosk_queries.get_grant(c, grant_id))
         if row is None or await self.store.read(lambda c: kiosk_queries.is_revoked(c, grant_id)):
             return None, not_paired
-        if self.now_ms() >= row.expires_at:
-            return row, _refused(Refusal.NOT_PAIRED, "the grant has expired: pair again")
+        # Who speaks first: only a device on the person's newest signed list acts on the grant.
         devices = _devices(row)
-        newer = request.device_list if isinstance(request, Invoke) else None
+        newer = request.device_list if isinstance(request, (Invoke, RevokeGrant)) else None
         if newer is not None:
             devices = await self._take_newer_devices(row, newer) or devices
         if devices is None or devices.device_for_peer(peer_id) is None:
             return row, _refused(
-                Refusal.NOT_PAIRED, "this device is not one of the paired person's devices"
+                Refusal.UNKNOWN_DEVICE, "this device is not one of the paired person's devices"
             )
+        # Logging out needs no live grant, only one of the person's devices.
+        if not isinstance(request, RevokeGrant) and self.now_ms() >= row.expires_at:
+            return row, _refused(Refusal.GRANT_EXPIRED, "the grant has expired: pair again")
         return row, None
 
     async def _take_newer_devices(
         self, row: KioskGrantRow, signed: SignedDeviceList
     ) -> VerifiedDeviceList | None:
+        """The list, stored, if it is the person's and newer than the one held; else None
+        (an older or equal list is never taken: the one held decides)."""
         try:
             devices = verify_device_list(signed, row.identity_key)
         except DeviceListError:

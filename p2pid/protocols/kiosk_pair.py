@@ -32,8 +32,9 @@ import trio
 from p2pid.crypto.device_list import DeviceListError, VerifiedDeviceList, verify_device_list
 from p2pid.crypto.grants import GrantError, VerifiedGrant, verify_grant
 from p2pid.crypto.pake import CodePake, PakeError, macs_equal, qr_proof
-from p2pid.net.host import NetHost, Stream, remote_peer_id
+from p2pid.net.host import NetHost, Stream, StreamError, remote_peer_id
 from p2pid.protocols.framed import FramedStream
+from p2pid.wire.framing import FrameError
 from p2pid.wire.invite import Invite
 from p2pid.wire.kiosk import (
     APPROVAL_PROTOCOL_ID,
@@ -63,6 +64,16 @@ log = logging.getLogger(__name__)
 
 STEP_TIMEOUT_SECONDS = 15.0
 APPROVAL_TIMEOUT_SECONDS = 120.0
+
+# What a stream that breaks under a protocol raises: reset, cut short (StreamClosedEarly is a
+# FrameError), an oversized frame, a dead connection. Dialling raises NetError besides.
+STREAM_ERRORS: tuple[type[Exception], ...] = (
+    StreamError,
+    FrameError,
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
 
 
 class PairError(Exception):

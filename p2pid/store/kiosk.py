@@ -89,10 +89,16 @@ def _grant_row(row: tuple[object, ...]) -> KioskGrantRow:
 
 
 def save_grant(conn: Connection, row: KioskGrantRow) -> None:
-    """Store a paired person; a person pairing again replaces their earlier grant."""
+    """Store a paired person. A person pairing again replaces their earlier grant, whose id is
+    refused for good from then on (revoked at `row.paired_at`), in the same transaction."""
     check_blob(row.grant_id, GRANT_ID_BYTES, "grant id")
     check_blob(row.identity_key, KEY_BYTES, "identity key")
     with savepoint(conn, "save_grant"):
+        conn.execute(
+            "INSERT OR IGNORE INTO kiosk_revoked_grants (grant_id, revoked_at)"
+            " SELECT grant_id, ? FROM kiosk_grants WHERE identity_key = ? AND grant_id != ?",
+            (row.paired_at, row.identity_key, row.grant_id),
+        )
         conn.execute("DELETE FROM kiosk_grants WHERE identity_key = ?", (row.identity_key,))
         conn.execute(
             f"INSERT INTO kiosk_grants ({_GRANT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -123,6 +129,14 @@ def list_grants(conn: Connection) -> list[KioskGrantRow]:
         f"SELECT {_GRANT_COLUMNS} FROM kiosk_grants ORDER BY role = 'guest', paired_at"
     ).fetchall()
     return [_grant_row(row) for row in rows]
+
+
+def grant_for_identity(conn: Connection, identity_key: bytes) -> KioskGrantRow | None:
+    """The grant this person holds now (one per person), expired or not."""
+    row = conn.execute(
+        f"SELECT {_GRANT_COLUMNS} FROM kiosk_grants WHERE identity_key = ?", (identity_key,)
+    ).fetchone()
+    return _grant_row(row) if row is not None else None
 
 
 def owner_grant(conn: Connection) -> KioskGrantRow | None:

@@ -54,7 +54,9 @@ class Refusal(StrEnum):
     BAD_GRANT = "bad_grant"
     NOT_APPROVED = "not_approved"
     OWNER_UNREACHABLE = "owner_unreachable"
-    NOT_PAIRED = "not_paired"  # unknown, revoked or expired grant
+    NOT_PAIRED = "not_paired"  # the kiosk does not know the grant (unknown, revoked, replaced)
+    GRANT_EXPIRED = "grant_expired"  # a known grant past its expiry (revoking it still works)
+    UNKNOWN_DEVICE = "unknown_device"  # the device speaking is not on the person's device list
     NOT_ALLOWED = "not_allowed"  # the role may not do this
     BAD_ARGS = "bad_args"
     UNKNOWN_ROUTINE = "unknown_routine"
@@ -72,7 +74,7 @@ class GrantBody(msgspec.Struct, frozen=True, kw_only=True):
     identity_key: bytes  # the person's identity public key; it signs this
     kiosk_identity_key: bytes
     kiosk_peer_id: str
-    role: Role
+    role: Role  # the role asked for; the kiosk decides (its owner's identity -> owner)
     scopes: list[str] = []
     issued_at_ms: int
     expires_at_ms: int
@@ -112,7 +114,7 @@ class PairChallenge(msgspec.Struct, frozen=True, kw_only=True, tag="challenge"):
 
     nonce: bytes
     kiosk_identity_key: bytes
-    has_owner: bool  # so the person signs for the role it will get: owner only if unclaimed
+    has_owner: bool  # so the person can ask for the role it will likely get
     pake: bytes = b""
     confirm: bytes = b""  # MAC over the transcript, kiosk_identity_key and has_owner included
 
@@ -151,7 +153,10 @@ class Invoke(msgspec.Struct, frozen=True, kw_only=True, tag="invoke"):
 
 
 class RevokeGrant(msgspec.Struct, frozen=True, kw_only=True, tag="revoke"):
+    """Log out: honoured for a device of the grant's person even past the grant's expiry."""
+
     grant_id: bytes
+    device_list: SignedDeviceList | None = None  # a newer list of the person's devices
 
 
 class ListGuests(msgspec.Struct, frozen=True, kw_only=True, tag="guests"):
