@@ -41,6 +41,11 @@ def add_device_commands(commands: Any) -> None:
     link.add_argument(
         "--passphrase", action="store_true", help="protect this home with a passphrase"
     )
+    link.add_argument(
+        "--yes",
+        action="store_true",
+        help="do not ask here whether the codes match (the approving device still asks)",
+    )
     approve = actions.add_parser("approve", help="link the device showing CODE to my identity")
     approve.add_argument("code", metavar="CODE", nargs="?")
     approve.add_argument("--image", type=Path, help="read the code from a QR image")
@@ -82,17 +87,34 @@ def _link(home: Home, args: argparse.Namespace, output: Output) -> int:
     from p2pid.cli import ask_new_passphrase
     from p2pid.linking import LinkOptions, link_new_device
     from p2pid.node import DEFAULT_LISTEN
-    from p2pid.protocols.device_link import LinkError
+    from p2pid.protocols.device_link import ApproverInfo, LinkError
+    from p2pid.provision import HomeError, validate_name
     from p2pid.qr import render_half_blocks, render_half_blocks_plain, write_png
 
     if not 0 < args.timeout <= 600:
         raise UsageError("p2pid device link: --timeout must be in (0, 600] seconds")
+    try:
+        device_name = validate_name(args.name or platform.node() or "device")
+    except HomeError as error:
+        raise UsageError(f"p2pid device link: --name: {error}") from None
+    if home.is_initialised() or home.database.exists():
+        raise UsageError(
+            f"p2pid device link: {home.root} already holds an identity; use a new --home"
+        )
+    ask_here = not args.yes and not output.as_json and sys.stdin.isatty()
+
+    async def confirm_here(approver: ApproverInfo) -> bool:
+        question = f"Does {approver.name}'s device show {approver.confirmation}? [y/N] "
+        reply = await trio.to_thread.run_sync(input, question)
+        return reply.strip().lower() in ("y", "yes")
+
     options = LinkOptions(
-        device_name=args.name or platform.node() or "device",
+        device_name=device_name,
         listen_addrs=tuple(args.listen) or DEFAULT_LISTEN,
         interfaces=tuple(args.interface) or None,
         timeout_seconds=args.timeout,
         passphrase=ask_new_passphrase() if args.passphrase else None,
+        confirm=confirm_here if ask_here else None,
     )
 
     def report(event: dict[str, Any]) -> None:
@@ -119,7 +141,10 @@ def _link(home: Home, args: argparse.Namespace, output: Output) -> int:
     try:
         linked = trio.run(link_new_device, home, options, report)
     except LinkError as error:
-        output.error("link", str(error))
+        if output.as_json:
+            output.emit({"event": "error", "message": str(error)}, str)
+        else:
+            output.error("link", str(error))
         return EXIT_ERROR
     output.emit(
         {
@@ -145,6 +170,8 @@ def _approve(home: Home, args: argparse.Namespace, output: Output) -> int:
         raise UsageError("p2pid device approve: --history days needs --days N (N >= 1)")
     if args.history != "days" and args.days is not None:
         raise UsageError("p2pid device approve: --days goes with --history days")
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError("p2pid device approve: compare the codes in a terminal, or pass --yes")
     code = args.code
     if args.image is not None:
         from p2pid.qr import decode_image
@@ -154,8 +181,6 @@ def _approve(home: Home, args: argparse.Namespace, output: Output) -> int:
     pending = call(home, "device.approve", code=code)
     accept = args.yes
     if not accept:
-        if not sys.stdin.isatty():
-            raise UsageError("p2pid device approve: compare the codes in a terminal, or pass --yes")
         print(f"Linking {pending['device_name']} ({pending['device_peer_id']}).")
         print(f"\n    {pending['confirmation']}\n")
         reply = input("Does the new device show this code? [y/N] ").strip().lower()

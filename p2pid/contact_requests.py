@@ -481,6 +481,8 @@ class ContactRequests:
     # -- events ----------------------------------------------------------------------------------
 
     def _announce_added(self, contact: JoinedContact) -> None:
+        for listener in self.contacts.on_contact_added:
+            listener(contact.identity_key)
         self.publish(
             events.ContactAdded(
                 at_ms=now_ms(),

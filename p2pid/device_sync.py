@@ -134,13 +134,17 @@ def import_contact(conn: Connection, snapshot: ContactSnapshot, now: int) -> Non
         raise SyncError(f"a copied contact's device list is refused: {error}") from None
     try:
         with savepoint(conn, "import_contact"):
-            contact_queries.upsert_contact(conn, record, now)
+            contact_queries.upsert_contact(conn, record, now, added_at=snapshot.added_at)
             contact_queries.rename_contact(conn, snapshot.identity_key, snapshot.nickname, now)
             contact_queries.set_blocked(conn, snapshot.identity_key, snapshot.blocked, now)
             if snapshot.verified_by == "invite":
-                contact_queries.set_verified(conn, snapshot.identity_key, "invite", now)
+                contact_queries.set_verified(
+                    conn, snapshot.identity_key, "invite", snapshot.verified_at or now
+                )
             elif snapshot.verified_by == "sas":
-                contact_queries.set_verified(conn, snapshot.identity_key, "sas", now)
+                contact_queries.set_verified(
+                    conn, snapshot.identity_key, "sas", snapshot.verified_at or now
+                )
             if snapshot.fields:
                 contact_queries.set_contact_fields(
                     conn, snapshot.identity_key, snapshot.fields, now

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,18 +19,20 @@ import trio
 
 from p2pid.contacts import hints_from
 from p2pid.crypto.device_link import LinkOffer, new_link_offer
+from p2pid.crypto.device_list import DeviceListError
 from p2pid.crypto.identity import IdentityKeys, new_seed
 from p2pid.crypto.olm import OlmAccount, PublishedPrekeys
 from p2pid.crypto.vault import new_vault_key, wrap_vault_key, write_private_file
-from p2pid.device_sync import import_batch, record_from_list
+from p2pid.device_sync import SyncError, import_batch, record_from_list
 from p2pid.home import Home
 from p2pid.net.host import NetHost, Stream
 from p2pid.node import expand_unspecified, interface_ipv4_addresses
 from p2pid.protocols.device_link import ApproverInfo, Granted, LinkError, LinkNewDevice, serve_link
 from p2pid.provision import HomeError, validate_name
 from p2pid.store import contacts as contact_queries
+from p2pid.store import messages as message_queries
 from p2pid.store import queries
-from p2pid.store.db import open_database, savepoint
+from p2pid.store.db import StoreError, open_database, savepoint
 from p2pid.store.queries import LocalIdentityRow
 from p2pid.wire.device_link import LINK_PROTOCOL, SyncBatch, SyncEnd
 from p2pid.wire.invite import encode_invite
@@ -51,6 +53,9 @@ class LinkOptions:
     interfaces: Sequence[str] | None = None
     timeout_seconds: float = LINK_CODE_TTL_SECONDS
     passphrase: str | None = None
+    # Asks the person on this device whether the codes match; None: both screens show the code
+    # and the approving device's person decides.
+    confirm: Callable[[ApproverInfo], Awaitable[bool]] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ def write_linked_home(
     now = int(time.time() * 1000)
     home.ensure_private_dir()
     connection = open_database(home.database, device.vault_key, create=True)
+    written = False
     try:
         with savepoint(connection):
             queries.save_local_identity(
@@ -133,12 +139,18 @@ def write_linked_home(
             for peer_id, addrs in secrets.sibling_addrs.items():
                 if peer_id != keys.peer_id and addrs:
                     queries.upsert_peer_seen(connection, peer_id, addrs, "invite", {}, now)
-            for batch in batches:
-                import_batch(connection, batch, now)
+            with message_queries.search_index_deferred(connection):
+                for batch in batches:
+                    import_batch(connection, batch, now)
             contacts = len(contact_queries.list_contacts(connection))
             messages = int(connection.execute("SELECT count(*) FROM messages").fetchone()[0])
+        written = True
+    except (StoreError, SyncError, DeviceListError, ValueError) as error:
+        raise LinkError(f"could not store what the approver sent: {error}") from None
     finally:
         connection.close()
+        if not written:  # nothing half-made stays behind: the home can be linked or created
+            home.wipe_identity()
     if passphrase is None:
         write_private_file(home.key_file, device.vault_key)
     else:
@@ -168,6 +180,7 @@ async def link_new_device(home: Home, options: LinkOptions, report: Report) -> L
         )
         machine = device.machine(offer, net.peer_id)
         outcome: list[LinkedHome] = []
+        failure: list[str] = []
         finished = trio.Event()
         busy = trio.Lock()
 
@@ -179,7 +192,7 @@ async def link_new_device(home: Home, options: LinkOptions, report: Report) -> L
                     "approver": approver.name,
                 }
             )
-            return True
+            return True if options.confirm is None else await options.confirm(approver)
 
         async def commit(granted: Granted, batches: list[SyncBatch], end: SyncEnd) -> None:
             linked = await trio.to_thread.run_sync(
@@ -195,9 +208,13 @@ async def link_new_device(home: Home, options: LinkOptions, report: Report) -> L
                 try:
                     if await serve_link(stream, machine, confirm, commit):
                         finished.set()
+                    else:
+                        failure.append("the link was refused on this device")
+                        finished.set()
                 except (LinkError, trio.TooSlowError) as error:
                     report({"event": "refused", "message": str(error)})
-                    if machine.void:
+                    if machine.spent:
+                        failure.append(str(error))
                         finished.set()
 
         net.set_stream_handler(LINK_PROTOCOL, handle)
@@ -214,6 +231,8 @@ async def link_new_device(home: Home, options: LinkOptions, report: Report) -> L
             await finished.wait()
     if outcome:
         return outcome[0]
+    if failure:
+        raise LinkError(f"{failure[0]}; nothing was linked: run the command again for a new code")
     if machine.void:
         raise LinkError("too many wrong attempts: this code is void; run the command again")
     raise LinkError("no device approved the link in time; run the command again")

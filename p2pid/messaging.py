@@ -33,7 +33,7 @@ from p2pid.protocols.messaging import DropReason, check_header, serve_messages
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
-from p2pid.store.contacts import ContactDevice, ContactRow
+from p2pid.store.contacts import ContactDevice, ContactRow, DeviceConflictError
 from p2pid.store.db import Connection, savepoint
 from p2pid.store.messages import (
     Cursor,
@@ -117,6 +117,8 @@ class _Recipient:
     peer_id: str
     device_key: bytes
     curve25519: str
+    # For a device no longer in any list (just revoked): the prekey to use, as none is stored.
+    fallback_key: str | None = None
 
 
 @dataclass
@@ -388,9 +390,10 @@ class Messaging:
         if sessions:
             return self._session(sessions[0])
         prekey = contact_queries.claim_one_time_key(conn, recipient.peer_id)
-        if prekey is None:
+        key = prekey.key if prekey is not None else recipient.fallback_key
+        if key is None:
             raise OlmError(f"device {recipient.peer_id} published no Olm prekeys")
-        return self._account(conn).open_outbound(recipient.curve25519, prekey.key)
+        return self._account(conn).open_outbound(recipient.curve25519, key)
 
     def _session(self, row: OlmSessionRow) -> OlmSession:
         """The stored session; the object kept from its last use if the store holds exactly
@@ -734,7 +737,10 @@ class Messaging:
             return
         kept = {d.peer_id for d in record.devices}
         gone = [d for d in contact.devices if d.peer_id not in kept]
-        contact_queries.upsert_contact(conn, record, now)
+        try:
+            contact_queries.upsert_contact(conn, record, now)
+        except DeviceConflictError:  # a device of someone else's (or mine)
+            raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
         self._forget_devices(conn, gone)
         self._remember_hints(conn, record.devices, body, now, outcome)
         outcome.events.append(
@@ -770,7 +776,10 @@ class Messaging:
             return
         kept = {d.peer_id for d in record.devices}
         gone = [d for d in (mine.devices if mine else ()) if d.peer_id not in kept]
-        contact_queries.save_self(conn, record, now)
+        try:
+            contact_queries.save_self(conn, record, now)
+        except DeviceConflictError:
+            raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
         self._forget_devices(conn, gone)
         self._remember_hints(conn, record.devices, body, now, outcome)
         outcome.events.append(OwnDevicesChanged(at_ms=now, version=record.device_list_version))
@@ -814,7 +823,11 @@ class Messaging:
             devices += self._compose(conn, self._identity_key, body, now)[1]
             for device in also_to:
                 recipient = _Recipient(
-                    self._identity_key, device.peer_id, device.device_key, device.olm_curve25519
+                    self._identity_key,
+                    device.peer_id,
+                    device.device_key,
+                    device.olm_curve25519,
+                    device.fallback_key,
                 )
                 message_id = os.urandom(MESSAGE_ID_BYTES)
                 payload = encode_payload(

@@ -202,8 +202,11 @@ class Node:
         # wipes the identity.
         self.revoked = trio.Event()
         self.messaging.on_revoked = self._on_revoked
-        # My other devices get a copy of every contact I add.
+        # My other devices get a copy of every contact I add or verify.
         self.contacts.on_contact_added.append(
+            lambda identity_key: nursery.start_soon(self.messaging.copy_contact, identity_key)
+        )
+        self.verifications.on_verified.append(
             lambda identity_key: nursery.start_soon(self.messaging.copy_contact, identity_key)
         )
         # A new contact gets the fields it may see now, pushed as a snapshot.

@@ -201,6 +201,8 @@ class Verifications:
         self._active: dict[bytes, _Session] = {}  # running, by the contact's identity key
         self._finished: OrderedDict[bytes, _Session] = OrderedDict()
         self._nursery: trio.Nursery | None = None
+        # Called with the contact's identity key once a verification is stored.
+        self.on_verified: list[Callable[[bytes], None]] = []
 
     @property
     def _us(self) -> SasParty:
@@ -430,6 +432,8 @@ class Verifications:
                 if not stored:
                     log.info("contact %s was removed during its verification", session.name)
                     result = VerificationResult(False, CancelReason.USER_CANCELLED)
+                for listener in self.on_verified if stored else ():
+                    listener(session.identity_key)
         except Exception:  # not stored, so not verified; the tasks around us carry on
             log.exception("could not store the verification of %s", session.name)
             result = VerificationResult(False, None)

@@ -437,10 +437,6 @@ def test_import_reproduces_the_store(source: Connection, target: Connection) -> 
     assert conversation is not None and conversation.unread == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: import_contact drops the snapshot's added_at and verified_at (uses now)",
-)
 def test_an_imported_contact_keeps_when_it_was_added_and_verified(
     source: Connection, target: Connection
 ) -> None:
@@ -782,11 +778,6 @@ async def test_device_lists_and_copies_from_a_contact(tmp_path: Path) -> None:
             await link.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a contact's device list naming a device stored for another identity raises "
-    "DeviceConflictError out of Messaging.accept: the batch is never acknowledged",
-)
 async def test_a_contact_list_claiming_my_device_is_rejected(tmp_path: Path) -> None:
     async with person(tmp_path, "Alice") as alice, person(tmp_path, "Bob") as bob:
         async with node_of(alice), node_of(bob):

@@ -242,9 +242,7 @@ def test_a_device_revoked_while_offline_reads_nothing_new_and_wipes_when_told(
             assert (False, "after the revocation") not in bodies(laptop, "Bob")
             # Alice comes back: her outbox tells the laptop, which wipes its identity.
             with running_daemon(alice, "Alice"):
-                wait_until(
-                    lambda: not (laptop / "p2pid.db").exists(), TIMEOUT, "the laptop wiped"
-                )
+                wait_until(lambda: not (laptop / "p2pid.db").exists(), TIMEOUT, "the laptop wiped")
                 assert not (laptop / "vault.key").exists()
         finally:
             p2pid(laptop, "stop", check=False)

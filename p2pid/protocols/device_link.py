@@ -59,6 +59,10 @@ from p2pid.wire.records import DevicePrekeys, encode
 log = logging.getLogger(__name__)
 
 STEP_TIMEOUT_SECONDS = 30.0
+# The new device writes the whole history before it answers: long histories take a while.
+DONE_TIMEOUT_SECONDS = 600.0
+# How long the person on either device may take to compare the codes.
+CONFIRM_TIMEOUT_SECONDS = 300.0
 MAX_FAILED_HELLOS = 3
 # The stream broke or carried something that is not a frame: the drivers raise LinkError.
 _BROKEN = (StreamError, FrameError)
@@ -235,6 +239,12 @@ class LinkNewDevice:
     def void(self) -> bool:
         return self._failures >= MAX_FAILED_HELLOS
 
+    @property
+    def spent(self) -> bool:
+        """The code can serve no further link: an approver got past the hello (whatever came
+        of it), or too many wrong proofs came."""
+        return self.void or self._state is not _NewDeviceState.WAITING
+
     def receive_hello(self, frame: bytes, approver_peer_id: str) -> tuple[bytes, ApproverInfo]:
         """Check the approver's proof; the reply to send and what to show the person."""
         if self._state is not _NewDeviceState.WAITING or self.void:
@@ -370,7 +380,7 @@ async def finish_link(
         for batch in batches:
             with trio.fail_after(STEP_TIMEOUT_SECONDS):
                 await framed.send(encode_link_message(batch))
-        with trio.fail_after(STEP_TIMEOUT_SECONDS * 4):
+        with trio.fail_after(DONE_TIMEOUT_SECONDS):
             await framed.send(encode_link_message(end))
             link.approver.receive_done(await framed.receive())
     except _BROKEN as error:
@@ -402,8 +412,8 @@ async def serve_link(
         if not await confirm(info):
             await framed.send(abort_frame("the person on the new device refused"))
             return False
-        # The approver's person compares the codes now: no step timeout on this wait.
-        granted = machine.receive_grant(await framed.receive())
+        with trio.fail_after(CONFIRM_TIMEOUT_SECONDS):  # the approver's person compares codes
+            granted = machine.receive_grant(await framed.receive())
         batches: list[SyncBatch] = []
         while True:
             with trio.fail_after(STEP_TIMEOUT_SECONDS):

@@ -149,7 +149,9 @@ class IdentityKeyChangeRow:
         return self.resolved_at is not None
 
 
-def upsert_contact(conn: Connection, record: ContactRecord, now_ms: int) -> ContactUpsert:
+def upsert_contact(
+    conn: Connection, record: ContactRecord, now_ms: int, *, added_at: int | None = None
+) -> ContactUpsert:
     """Add a contact, or update one: the display name always, the devices only from a newer list.
 
     A device list whose version is not greater than the stored one is ignored. A newer one
@@ -177,7 +179,7 @@ def upsert_contact(conn: Connection, record: ContactRecord, now_ms: int) -> Cont
                     record.display_name,
                     record.device_list,
                     record.device_list_version,
-                    now_ms,
+                    now_ms if added_at is None else added_at,
                     now_ms,
                 ),
             )
