@@ -180,12 +180,7 @@ def export_batches(
         for row in contact_queries.list_contacts(conn)
         if (snapshot := contact_snapshot(conn, row)) is not None
     ]
-    profile = [
-        ProfileFieldCopy(
-            name=row.name, value=row.value, audience=row.audience, granted_to=list(row.granted_to)
-        )
-        for row in contact_queries.list_profile_fields(conn)
-    ]
+    profile = profile_copies(conn)
     batches = [
         SyncBatch(contacts=contacts[start : start + MAX_SYNC_CONTACTS])
         for start in range(0, len(contacts), MAX_SYNC_CONTACTS)
@@ -241,7 +236,31 @@ def import_batch(conn: Connection, batch: SyncBatch, now: int) -> None:
             log.warning("skipped a copied contact: %s", error)
     for identity_key in batch.blocked:
         contact_queries.set_blocked(conn, identity_key, True, now)
-    for field in batch.profile:
+    if batch.profile:
+        replace_profile(conn, batch.profile, now)
+    for message in batch.messages:
+        import_message(conn, message, now)
+
+
+def profile_copies(conn: Connection) -> list[ProfileFieldCopy]:
+    return [
+        ProfileFieldCopy(
+            name=row.name, value=row.value, audience=row.audience, granted_to=list(row.granted_to)
+        )
+        for row in contact_queries.list_profile_fields(conn)
+    ]
+
+
+def replace_profile(conn: Connection, fields: Sequence[ProfileFieldCopy], now: int) -> None:
+    """Make my profile fields (values, audiences, grants) exactly these."""
+    wanted = {field.name: field for field in fields}
+    for row in contact_queries.list_profile_fields(conn):
+        if row.name not in wanted:
+            contact_queries.remove_profile_field(conn, row.name)
+            continue
+        for identity_key in set(row.granted_to) - set(wanted[row.name].granted_to):
+            contact_queries.revoke_field_grant(conn, row.name, identity_key)
+    for field in fields:
         try:
             audience = contact_queries.parse_audience(field.audience)
         except StoreError:
@@ -250,8 +269,6 @@ def import_batch(conn: Connection, batch: SyncBatch, now: int) -> None:
         for identity_key in field.granted_to:
             if contact_queries.get_contact(conn, identity_key) is not None:
                 contact_queries.grant_field(conn, field.name, identity_key)
-    for message in batch.messages:
-        import_message(conn, message, now)
 
 
 def import_message(conn: Connection, message: MessageCopy, now: int) -> None:

@@ -26,7 +26,14 @@ from p2pid.courier import Courier
 from p2pid.crypto.device_list import DeviceListError
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key
 from p2pid.crypto.olm import OlmAccount, OlmCiphertext, OlmError, OlmSession
-from p2pid.device_sync import SyncError, contact_snapshot, import_contact, record_from_list
+from p2pid.device_sync import (
+    SyncError,
+    contact_snapshot,
+    import_contact,
+    profile_copies,
+    record_from_list,
+    replace_profile,
+)
 from p2pid.events import now_ms
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols.messaging import DropReason, check_header, serve_messages
@@ -70,6 +77,7 @@ from p2pid.wire.messages import (
     Payload,
     PayloadError,
     PrekeyRefill,
+    ProfileCopy,
     ReadCopy,
     ReadReceipt,
     Result,
@@ -134,6 +142,7 @@ class _BatchOutcome:
     receipts_owed: bool = False
     revoked: bool = False  # a newer list of my own devices leaves this one out
     hints: dict[str, list[str]] = field(default_factory=dict)  # addresses of new devices
+    profile_copied: bool = False  # my profile changed (from another device of mine)
 
 
 def message_view(row: MessageRow) -> MessageView:
@@ -192,6 +201,8 @@ class Messaging:
         self._sessions: dict[str, tuple[str, OlmSession]] = {}  # id -> (its pickle, session)
         # Called once a signed list of my devices without this one was committed.
         self.on_revoked: Callable[[], None] = lambda: None
+        # Called once a copy of my profile from another device of mine was committed.
+        self.on_profile_copied: Callable[[], None] = lambda: None
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cutoff = now_ms() - RECEIVED_ENVELOPES_KEPT_MS
@@ -490,6 +501,8 @@ class Messaging:
             self._receipts_owed.set()
         if outcome.revoked:
             self.on_revoked()
+        if outcome.profile_copied:
+            self.on_profile_copied()
         return outcome.results
 
     def _accept_batch(
@@ -610,7 +623,7 @@ class Messaging:
         if sender == self._identity_key:
             self._apply_from_my_device(conn, device, payload, now, outcome)
             return
-        if isinstance(body, SentCopy | ContactCopy | ReadCopy | ContactRemoval):
+        if isinstance(body, SentCopy | ContactCopy | ReadCopy | ContactRemoval | ProfileCopy):
             raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
         if isinstance(body, DeviceListUpdate):
             self._apply_contact_device_list(conn, contact, body, now, outcome)
@@ -702,6 +715,9 @@ class Messaging:
                 raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
         elif isinstance(body, DeviceListUpdate):
             self._apply_own_device_list(conn, body, now, outcome)
+        elif isinstance(body, ProfileCopy):
+            replace_profile(conn, body.fields, now)
+            outcome.profile_copied = True
         elif isinstance(body, ContactRemoval):
             if body.identity_key != self._identity_key:
                 contact_queries.remove_contact(conn, body.identity_key)
@@ -846,6 +862,16 @@ class Messaging:
                 except OlmError as error:
                     log.warning("cannot tell %s it was revoked: %s", device.peer_id, error)
             return devices
+
+        for peer_id in await self._store.write(write):
+            self._courier.kick(peer_id)
+
+    async def copy_profile(self) -> None:
+        """Queue my profile fields, as they are now, to my other devices."""
+
+        def write(conn: Connection) -> list[str]:
+            body = ProfileCopy(fields=profile_copies(conn))
+            return self._compose(conn, self._identity_key, body, now_ms())[1]
 
         for peer_id in await self._store.write(write):
             self._courier.kick(peer_id)

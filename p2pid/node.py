@@ -206,6 +206,8 @@ class Node:
         self.contacts.on_contact_added.append(
             lambda identity_key: nursery.start_soon(self.messaging.copy_contact, identity_key)
         )
+        self.profile.on_changed.append(self.messaging.copy_profile)
+        self.messaging.on_profile_copied = lambda: nursery.start_soon(self.profile.propagate)
         self.verifications.on_verified.append(
             lambda identity_key: nursery.start_soon(self.messaging.copy_contact, identity_key)
         )

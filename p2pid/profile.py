@@ -16,7 +16,7 @@ revocations included, always arrive. Blocked contacts get nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -139,6 +139,8 @@ class Profile:
         self._acknowledged: dict[str, dict[str, str]] = {}  # PeerId -> the fields it holds
         self._push_locks: dict[str, trio.Lock] = {}
         self._receive_locks: dict[bytes, trio.Lock] = {}
+        # Called after I changed my fields or who sees them (my other devices get a copy).
+        self.on_changed: list[Callable[[], Awaitable[None]]] = []
 
     # -- my fields (RPC) ----------------------------------------------------------------------
 
@@ -166,8 +168,13 @@ class Profile:
             return _require_field(conn, name)
 
         row = await self.store.write(write)
-        await self.propagate()
+        await self._changed()
         return field_summary(row)
+
+    async def _changed(self) -> None:
+        for listener in self.on_changed:
+            await listener()
+        await self.propagate()
 
     async def remove(self, name: str) -> None:
         """Delete a field and its grants; every contact that held it deletes it too."""
@@ -176,7 +183,7 @@ class Profile:
             lambda conn: contact_queries.remove_profile_field(conn, name)
         ):
             raise ProfileError("not_found", f"no profile field {name!r}")
-        await self.propagate()
+        await self._changed()
 
     async def share(self, name: str, identity_key: bytes) -> ProfileFieldSummary:
         """Grant a field to one contact. A 'chosen' field is then sent to them. A 'groups' field
@@ -201,7 +208,7 @@ class Profile:
             return _require_field(conn, name)
 
         row = await self.store.write(write)
-        await self.propagate()
+        await self._changed()
         return field_summary(row)
 
     async def revoke(self, name: str, identity_key: bytes) -> ProfileFieldSummary:
@@ -225,7 +232,7 @@ class Profile:
             return _require_field(conn, name)
 
         row = await self.store.write(write)
-        await self.propagate()
+        await self._changed()
         return field_summary(row)
 
     def _check_name(self, name: str) -> str:

@@ -143,6 +143,20 @@ def test_link_sync_copies_and_revoke(tmp_path: Path) -> None:
                 TIMEOUT,
                 "the rename reached Alice's phone",
             )
+            # So does a profile field set on one device, which Bob then sees too.
+            call(laptop, "profile.set", name="phone", value="+1 555 0100", audience="contacts")
+            wait_until(
+                lambda: [f for f in call(alice, "profile.show") if f["name"] == "phone"],
+                TIMEOUT,
+                "the profile field reached Alice's phone",
+            )
+            wait_until(
+                lambda: [
+                    c for c in call(bob, "contacts") if c["fields"].get("phone") == "+1 555 0100"
+                ],
+                TIMEOUT,
+                "Bob sees the field",
+            )
             # Revoke: the laptop wipes its identity and stops; Bob drops the device.
             revoked = p2pid_json(alice, "device", "revoke", "laptop")
             assert revoked["version"] == 3
@@ -246,3 +260,26 @@ def test_a_device_revoked_while_offline_reads_nothing_new_and_wipes_when_told(
                 assert not (laptop / "vault.key").exists()
         finally:
             p2pid(laptop, "stop", check=False)
+
+
+def test_a_refused_approval_ends_the_link_and_creates_nothing(tmp_path: Path) -> None:
+    alice, laptop = tmp_path / "alice", tmp_path / "laptop"
+    with running_daemon(alice, "Alice"):
+        reader = start_link(laptop, "laptop")
+        try:
+            code = next_json(reader, "code")["code"]
+            # Without a terminal to compare the codes in, approve refuses before it dials.
+            no_terminal = p2pid(alice, "--json", "device", "approve", code, check=False)
+            assert no_terminal.returncode == 2, no_terminal.stdout
+            pending = call(alice, "device.approve", code=code)
+            assert next_json(reader, "confirm")["confirmation"] == pending["confirmation"]
+            assert call(alice, "device.approve.confirm", link_id=pending["link_id"], accept=False)
+            error = next_json(reader, "error")
+            assert "refused" in error["message"] or "stopped" in error["message"]
+            assert reader.process.wait(timeout=TIMEOUT) == 1
+        finally:
+            reader.close()
+        assert not (laptop / "p2pid.db").exists()
+        assert len(call(alice, "devices")) == 1
+    bad_name = p2pid(tmp_path / "other", "--json", "device", "link", "--name", "\x07", check=False)
+    assert bad_name.returncode == 2

@@ -22,7 +22,15 @@ from p2pid.protocols.kiosk_pair import (
     PersonPairing,
 )
 from p2pid.wire.invite import InviteKind
-from p2pid.wire.kiosk import Refusal, Role, SignedGrant, decode_control_request, decode_pair
+from p2pid.wire.kiosk import (
+    Refusal,
+    RevokeGrant,
+    Role,
+    SignedGrant,
+    decode_control_request,
+    decode_pair,
+    encode,
+)
 from p2pid.wire.records import DeviceEntry
 
 KIOSK = IdentityKeys.generate()
@@ -128,6 +136,18 @@ def test_out_of_order_and_malformed_messages_are_protocol_errors() -> None:
     with pytest.raises(PairProtocolError, match="expected hello"):
         kiosk2.receive_hello(KioskPairing.refused(Refusal.LOCKED, "x"))
     assert hello
+
+
+def test_a_revoke_may_carry_a_device_list_and_decodes_without_one() -> None:
+    signed = device_list(PERSON)
+    with_list = RevokeGrant(grant_id=b"g" * 16, device_list=signed)  # type: ignore[arg-type]
+    assert decode_control_request(encode(with_list)) == with_list
+    bare = msgspec.msgpack.encode({"type": "revoke", "grant_id": b"g" * 16})
+    assert decode_control_request(bare) == RevokeGrant(grant_id=b"g" * 16)
+    with pytest.raises(msgspec.DecodeError):
+        decode_control_request(
+            msgspec.msgpack.encode({"type": "revoke", "grant_id": b"g" * 16, "device_list": 3})
+        )
 
 
 def test_random_bytes_never_crash_the_decoders() -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Final
 
 import msgspec
 
-from p2pid.wire.device_link import ContactSnapshot
+from p2pid.wire.device_link import ContactSnapshot, ProfileFieldCopy
 from p2pid.wire.events import Event
 from p2pid.wire.records import DevicePrekeys, SignedDeviceList
 
@@ -148,6 +148,12 @@ class ContactRemoval(msgspec.Struct, frozen=True, kw_only=True, tag="contact-rem
     identity_key: Key
 
 
+class ProfileCopy(msgspec.Struct, frozen=True, kw_only=True, tag="profile-copy"):
+    """To my other devices: my profile fields as they are now (all of them)."""
+
+    fields: Annotated[list[ProfileFieldCopy], msgspec.Meta(max_length=256)]
+
+
 class ReadCopy(msgspec.Struct, frozen=True, kw_only=True, tag="read-copy"):
     """To my other devices: I read this conversation (up to and including `up_to`)."""
 
@@ -171,6 +177,7 @@ Body = (
     | ContactCopy
     | ReadCopy
     | ContactRemoval
+    | ProfileCopy
 )
 
 
