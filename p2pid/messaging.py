@@ -725,7 +725,7 @@ class Messaging:
         elif isinstance(body, ReadCopy):
             read = message_queries.get_conversation(conn, body.conversation_with)
             if read is not None and read.unread:
-                message_queries.mark_read(conn, read.id, now)
+                message_queries.mark_read_here_up_to(conn, read.id, body.up_to, now)
         elif isinstance(body, PrekeyRefill):
             if body.prekeys.device_key != device.device_key:
                 raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)

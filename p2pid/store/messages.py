@@ -343,6 +343,27 @@ def mark_read(conn: Connection, conversation_id: int, now_ms: int) -> MessageRow
     return newest[0] if newest else None
 
 
+def mark_read_here_up_to(conn: Connection, conversation_id: int, up_to: bytes, now_ms: int) -> int:
+    """Mark unread incoming messages read up to and including `up_to` in display order (another
+    device of mine read that far). Messages after it stay unread. Returns how many changed;
+    0 if `up_to` is not stored here (yet)."""
+    anchor = get_message(conn, up_to)
+    if anchor is None or anchor.conversation_id != conversation_id:
+        return 0
+    with savepoint(conn, "mark_read_here_up_to"):
+        changed = conn.execute(
+            "UPDATE messages INDEXED BY messages_unread SET state = 'read', state_at = ?"
+            " WHERE conversation_id = ? AND state = 'unread'"
+            " AND (lamport, sent_at, message_id) <= (?, ?, ?) RETURNING id",
+            (now_ms, conversation_id, anchor.lamport, anchor.sent_at, anchor.message_id),
+        ).fetchall()
+        conn.execute(
+            "UPDATE conversations SET unread = max(0, unread - ?) WHERE id = ?",
+            (len(changed), conversation_id),
+        )
+    return len(changed)
+
+
 def mark_delivered(
     conn: Connection, message_ids: Sequence[bytes], by_identity: bytes, now_ms: int
 ) -> list[MessageRow]:
