@@ -131,7 +131,8 @@ class SentCopy(msgspec.Struct, frozen=True, kw_only=True, tag="sent-copy"):
 
 class DeviceListUpdate(msgspec.Struct, frozen=True, kw_only=True, tag="device-list"):
     """The sender's identity has a new signed device list (a device was linked or revoked),
-    with the prekeys of its devices (fallback keys; fresh one-time keys for a new device)."""
+    with the fallback keys of its devices (one-time keys cannot be shared out to everyone: the
+    first session each contact opens asks for a refill)."""
 
     device_list: SignedDeviceList
     prekeys: Annotated[list[DevicePrekeys], msgspec.Meta(max_length=32)] = []
