@@ -45,8 +45,16 @@ def add_kiosk_commands(commands: Any) -> None:
     invoke.add_argument("kiosk", metavar="KIOSK", help="name, PeerId or prefix")
     invoke.add_argument("routine", metavar="ROUTINE")
     invoke.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
+    revoke = commands.add_parser(
+        "kiosk-revoke", help="log out of a kiosk: it drops my grant for good"
+    )
+    revoke.add_argument("kiosk", metavar="KIOSK")
+    revoke.add_argument(
+        "--forget",
+        action="store_true",
+        help="if the kiosk cannot be reached (gone for good), forget it here anyway",
+    )
     for name, text in (
-        ("kiosk-revoke", "log out of a kiosk: it drops my grant for good"),
         ("kiosk-guests", "(owner) who is paired with the kiosk"),
         ("kiosk-reset", "(owner) forget the owner and every guest; new codes"),
     ):
@@ -122,6 +130,19 @@ def _simple(method: str, human: Callable[[Any], str]) -> Callable[..., int]:
     return command
 
 
+def cmd_kiosk_revoke(home: Home, args: argparse.Namespace, output: Output) -> int:
+    result = call(home, "kiosk.revoke", kiosk=args.kiosk, forget=args.forget)
+    output.emit(
+        result,
+        lambda r: (
+            "logged out of the kiosk (grant revoked)"
+            if r["revoked"]
+            else "the kiosk could not be reached: forgotten here; its grant lives until it expires"
+        ),
+    )
+    return EXIT_OK
+
+
 def cmd_kiosk_remove_guest(home: Home, args: argparse.Namespace, output: Output) -> int:
     result = call(home, "kiosk.remove_guest", kiosk=args.kiosk, guest=args.guest)
     output.emit(result, lambda _: f"removed {args.guest} from {args.kiosk}")
@@ -177,7 +198,7 @@ KIOSK_COMMANDS: dict[str, Callable[[Home, argparse.Namespace, Output], int]] = {
     "pair": cmd_pair,
     "kiosks": cmd_kiosks,
     "kiosk-invoke": cmd_kiosk_invoke,
-    "kiosk-revoke": _simple("kiosk.revoke", lambda _: "logged out of the kiosk (grant revoked)"),
+    "kiosk-revoke": cmd_kiosk_revoke,
     "kiosk-guests": _simple("kiosk.guests", format_guests),
     "kiosk-reset": _simple("kiosk.reset", lambda _: "kiosk reset: no owner, no guests"),
     "kiosk-remove-guest": cmd_kiosk_remove_guest,

@@ -335,15 +335,18 @@ class Kiosks:
             "duration_ms": reply.duration_ms,
         }
 
-    async def revoke(self, reference: str) -> dict[str, bool]:
+    async def revoke(self, reference: str, *, forget: bool = False) -> dict[str, bool]:
         """Log out. The kiosk honours it even past the grant's expiry; this node forgets the
         kiosk only once the kiosk confirmed, or said it does not know the grant (gone either
-        way). Unreachable, or refused for another reason: kept, to retry."""
+        way). Unreachable: kept, to retry, unless `forget` (a kiosk gone for good)."""
         row = await self.find(reference)
         request = RevokeGrant(grant_id=row.grant_id, device_list=self._device_list())
         try:
             reply = await self._call(row, request)
         except KiosksError as error:
+            if forget and error.kind == "unreachable":
+                await self._forget(row)
+                return {"revoked": False, "forgotten": True}
             if error.reason is not Refusal.NOT_PAIRED:
                 raise
             reply = ControlDone()

@@ -382,3 +382,16 @@ async def test_a_kiosk_that_hangs_up_or_is_gone_gives_a_clear_pairing_error(
             await alice.node.kiosks.pair(code, None)
         assert gone.value.kind == "unreachable"
         assert await alice.node.kiosks.list_kiosks() == []
+
+
+async def test_a_kiosk_gone_for_good_can_be_forgotten_here(tmp_path: Path) -> None:
+    async with running_node(tmp_path / "alice", "Alice") as alice:
+        async with running_node(tmp_path / "tv", "TV", kiosk_config()) as tv:
+            await alice.node.kiosks.pair(await kiosk_code(tv.node), None)
+        quick_dials(alice)
+        with pytest.raises(KiosksError, match="unreachable"):
+            await alice.node.kiosks.revoke(TV)  # without --forget: kept, to retry
+        assert [k["name"] for k in await alice.node.kiosks.list_kiosks()] == [TV]
+        forgotten = await alice.node.kiosks.revoke(TV, forget=True)
+        assert forgotten == {"revoked": False, "forgotten": True}
+        assert await alice.node.kiosks.list_kiosks() == []

@@ -145,6 +145,11 @@ class KioskParams(msgspec.Struct, forbid_unknown_fields=True):
     kiosk: str
 
 
+class KioskRevokeParams(msgspec.Struct, forbid_unknown_fields=True):
+    kiosk: str
+    forget: bool = False  # forget it here even if the kiosk cannot be reached
+
+
 class KioskInvokeParams(msgspec.Struct, forbid_unknown_fields=True):
     kiosk: str
     routine: str
@@ -344,7 +349,8 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         return await node.kiosks.invoke(request.kiosk, request.routine, request.args)
 
     async def kiosk_revoke(params: dict[str, Any]) -> Any:
-        return await node.kiosks.revoke(parse_params(params, KioskParams).kiosk)
+        request = parse_params(params, KioskRevokeParams)
+        return await node.kiosks.revoke(request.kiosk, forget=request.forget)
 
     async def kiosk_guests(params: dict[str, Any]) -> Any:
         return await node.kiosks.guests(parse_params(params, KioskParams).kiosk)
