@@ -1,0 +1,1 @@
+"""Groups: the signed membership log (sans-IO) that every member verifies and replays."""
