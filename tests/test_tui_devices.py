@@ -11,20 +11,17 @@ at the end drives the TUI on Alice's real daemon while a new home runs the real
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from pathlib import Path, PurePath
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any
 
 import pytest
-from rich.console import Console
 from textual.command import CommandList
 from textual.pilot import Pilot
 from textual.widgets import Button, Digits, Input, Static
 
-import p2pid.tui.app as tui_app
 import p2pid.tui.screens.device_link as device_link_screen
 from p2pid.home import Home
 from p2pid.rpc.protocol import ErrorCode
@@ -37,13 +34,21 @@ from p2pid.tui.screens.devices import DevicesScreen
 from p2pid.tui.screens.welcome import WelcomeScreen
 from p2pid.tui.widgets.device_table import DeviceTable
 from p2pid.tui.widgets.qr_view import QrView
-from tests.tui_fixtures import ScriptedLink, refuse
+from tests import tui_fixtures
+from tests.tui_fixtures import (
+    NotingApp,
+    QuietApp,
+    ScriptedLink,
+    initialised_home,
+    refuse,
+    text_of,
+    until,
+)
 
 os.environ["TZ"] = "UTC"
 time.tzset()
 
 SIZES = [(100, 40), (80, 24)]
-WAIT_SECONDS = 30.0
 AT_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 HOUR_MS = 3_600_000
 
@@ -109,61 +114,6 @@ def scripted_link() -> ScriptedLink:
     )
 
 
-def initialised_home(root: Path) -> Home:
-    """Enough of a home for the app to skip the welcome screen (the link is scripted)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "p2pid.db").touch()
-    (root / "vault.key").touch()
-    return Home(root)
-
-
-class QuietApp(P2pidApp):
-    """No toasts in the pictures: they would land at a different moment on each run."""
-
-    CSS_PATH: ClassVar[list[str | PurePath]] = [
-        Path(tui_app.__file__).parent / path for path in P2pidApp.CSS_PATH
-    ]
-
-    def notify(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-class NotingApp(P2pidApp):
-    """Keeps every toast's text, for the tests to check what was said."""
-
-    CSS_PATH: ClassVar[list[str | PurePath]] = QuietApp.CSS_PATH
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.toasts: list[str] = []
-
-    def notify(self, message: Any, *args: Any, **kwargs: Any) -> None:
-        self.toasts.append(str(message))
-        super().notify(message, *args, **kwargs)
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        try:
-            if condition():
-                return
-        except Exception:  # a widget not mounted yet, a screen not pushed yet
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def text_of(widget: Any) -> str:
-    content = widget.content
-    if isinstance(content, str):
-        return content
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(content)
-    return console.export_text()
-
-
 def devices_ready(app: P2pidApp) -> bool:
     return isinstance(app.screen, DevicesScreen) and app.screen.loaded
 
@@ -188,6 +138,16 @@ async def paste_code(pilot: Pilot[Any], code: str) -> None:
     await pilot.press("enter")
 
 
+async def compare_codes(pilot: Pilot[Any], code: str = FIXED_LINK_CODE) -> ApproveDeviceScreen:
+    """Approve a new device (a), paste `code`, and wait for the codes to compare."""
+    await pilot.press("a")
+    await until(pilot, lambda: isinstance(pilot.app.screen, ApproveDeviceScreen), "the dialog")
+    screen = approving(pilot.app)
+    await paste_code(pilot, code)
+    await until(pilot, lambda: screen.stage == "compare", "the codes")
+    return screen
+
+
 # -- snapshots ---------------------------------------------------------------------------------
 
 
@@ -203,10 +163,7 @@ def test_snapshot_approve_compare(snap_compare: Any, tmp_path: Path, size: tuple
 
     async def run_before(pilot: Pilot[Any]) -> None:
         await open_devices(pilot)
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(pilot.app.screen, ApproveDeviceScreen), "dialog")
-        await paste_code(pilot, FIXED_LINK_CODE)
-        await until(pilot, lambda: approving(pilot.app).stage == "compare", "the codes")
+        await compare_codes(pilot)
         await pilot.pause()
 
     app = QuietApp(initialised_home(tmp_path / "home"), link_factory=scripted_link().factory())
@@ -249,13 +206,7 @@ def run_scripted(
     scenario: Callable[[NotingApp, Pilot[Any]], Awaitable[None]],
     size: tuple[int, int] = (100, 40),
 ) -> None:
-    async def main() -> None:
-        app = NotingApp(initialised_home(tmp_path / "home"), link_factory=link.factory())
-        async with app.run_test(size=size) as pilot:
-            await open_devices(pilot)
-            await scenario(app, pilot)
-
-    asyncio.run(main())
+    tui_fixtures.run_scripted(tmp_path, link, scenario, open_section=open_devices, size=size)
 
 
 def methods(link: ScriptedLink) -> list[str]:
@@ -266,11 +217,8 @@ def test_approving_with_history_of_the_last_days(tmp_path: Path) -> None:
     link = scripted_link()
 
     async def scenario(app: NotingApp, pilot: Pilot[Any]) -> None:
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ApproveDeviceScreen), "the dialog")
-        screen = approving(app)
-        await paste_code(pilot, "  " + FIXED_LINK_CODE[:40] + "\n" + FIXED_LINK_CODE[40:])
-        await until(pilot, lambda: screen.stage == "compare", "the codes")
+        pasted = "  " + FIXED_LINK_CODE[:40] + "\n" + FIXED_LINK_CODE[40:]
+        screen = await compare_codes(pilot, pasted)
         assert link.calls[-1] == ("device.approve", {"code": FIXED_LINK_CODE})
         assert str(screen.query_one("#approve-code", Digits).value) == "482 915"
         assert "Work laptop" in text_of(screen.query_one("#approve-device", Static))
@@ -307,11 +255,7 @@ def test_codes_that_differ_link_nothing(tmp_path: Path) -> None:
     link = scripted_link()
 
     async def scenario(app: NotingApp, pilot: Pilot[Any]) -> None:
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ApproveDeviceScreen), "the dialog")
-        screen = approving(app)
-        await paste_code(pilot, FIXED_LINK_CODE)
-        await until(pilot, lambda: screen.stage == "compare", "the codes")
+        screen = await compare_codes(pilot)
         screen.query_one("#approve-yes", Button).focus()
         await pilot.press("n")
         await until(pilot, lambda: screen.stage == "done", "the answer")
@@ -328,11 +272,7 @@ def test_closing_while_the_codes_show_aborts_the_link(tmp_path: Path) -> None:
     link = scripted_link()
 
     async def scenario(app: NotingApp, pilot: Pilot[Any]) -> None:
-        await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ApproveDeviceScreen), "the dialog")
-        screen = approving(app)
-        await paste_code(pilot, FIXED_LINK_CODE)
-        await until(pilot, lambda: screen.stage == "compare", "the codes")
+        await compare_codes(pilot)
         await pilot.press("escape")
         await until(pilot, lambda: "device.approve.confirm" in methods(link), "the abort")
         [(_, abort)] = [call for call in link.calls if call[0] == "device.approve.confirm"]
@@ -565,11 +505,7 @@ def test_approving_a_real_new_device_then_revoking_it(tmp_path: Path) -> None:
         reader = start_link(laptop, "laptop")
         try:
             code = (await asyncio.to_thread(next_json, reader, "code"))["code"]
-            await pilot.press("a")
-            await until(pilot, lambda: isinstance(app.screen, ApproveDeviceScreen), "dialog")
-            screen = approving(app)
-            await paste_code(pilot, code)
-            await until(pilot, lambda: screen.stage == "compare", "the codes")
+            screen = await compare_codes(pilot, code)
             confirm = await asyncio.to_thread(next_json, reader, "confirm")
             shown = str(screen.query_one("#approve-code", Digits).value)
             assert confirm["confirmation"] == shown and confirm["approver"] == "Alice"

@@ -11,20 +11,17 @@ Alice's real daemon with a real kiosk daemon, runs `status` on it and logs out.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path, PurePath
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any
 
 import pytest
-from rich.console import Console
 from textual.command import CommandList
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, RichLog, Static
 
-import p2pid.tui.app as tui_app
 from p2pid.home import Home
 from p2pid.rpc.protocol import ErrorCode
 from p2pid.tui.app import P2pidApp
@@ -35,13 +32,22 @@ from p2pid.tui.screens.kiosk_people import GuestsScreen, KioskApprovalScreen
 from p2pid.tui.screens.kiosks import KiosksScreen
 from p2pid.tui.widgets.kiosk_table import KioskTable
 from p2pid.tui.widgets.routine_form import RoutineForm
-from tests.tui_fixtures import ScriptedLink, refuse
+from tests import tui_fixtures
+from tests.tui_fixtures import (
+    WAIT_SECONDS,
+    NotingApp,
+    QuietApp,
+    ScriptedLink,
+    initialised_home,
+    refuse,
+    text_of,
+    until,
+)
 
 os.environ["TZ"] = "UTC"
 time.tzset()
 
 SIZES = [(100, 40), (80, 24)]
-WAIT_SECONDS = 30.0
 AT_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 FAR_FUTURE_MS = 4_102_444_800_000  # 2100-01-01: never expires while these tests run
 PAST_MS = 1_577_836_800_000  # 2020-01-01: long expired
@@ -158,62 +164,6 @@ def scripted_link() -> ScriptedLink:
     )
 
 
-def initialised_home(root: Path) -> Home:
-    """Enough of a home for the app to skip the welcome screen (the link is scripted)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "p2pid.db").touch()
-    (root / "vault.key").touch()
-    return Home(root)
-
-
-CSS = [Path(tui_app.__file__).parent / path for path in P2pidApp.CSS_PATH]
-
-
-class QuietApp(P2pidApp):
-    """No toasts in the pictures: they would land at a different moment on each run."""
-
-    CSS_PATH: ClassVar[list[str | PurePath]] = list(CSS)
-
-    def notify(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-class NotingApp(P2pidApp):
-    """Keeps every toast's text, for the tests to check what was said."""
-
-    CSS_PATH: ClassVar[list[str | PurePath]] = list(CSS)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.toasts: list[str] = []
-
-    def notify(self, message: Any, *args: Any, **kwargs: Any) -> None:
-        self.toasts.append(str(message))
-        super().notify(message, *args, **kwargs)
-
-
-async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        try:
-            if condition():
-                return
-        except Exception:  # a widget not mounted yet, a screen not pushed yet
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def text_of(widget: Any) -> str:
-    content = widget.content
-    if isinstance(content, str):
-        return content
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(content)
-    return console.export_text()
-
-
 def log_text(screen: Any) -> str:
     return "\n".join(line.text for line in screen.query_one("#invoke-log", RichLog).lines)
 
@@ -320,13 +270,7 @@ def run_scripted(
     link: ScriptedLink,
     scenario: Callable[[NotingApp, Pilot[Any]], Awaitable[None]],
 ) -> None:
-    async def main() -> None:
-        app = NotingApp(initialised_home(tmp_path / "home"), link_factory=link.factory())
-        async with app.run_test(size=(100, 40)) as pilot:
-            await open_kiosks(pilot)
-            await scenario(app, pilot)
-
-    asyncio.run(main())
+    tui_fixtures.run_scripted(tmp_path, link, scenario, open_section=open_kiosks)
 
 
 def calls_to(link: ScriptedLink, method: str) -> list[dict[str, Any]]:

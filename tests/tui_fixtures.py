@@ -8,13 +8,22 @@ shapes the RPC methods return). Behaviour is tested against real daemons in the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+import io
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path, PurePath
+from typing import Any, ClassVar
 
+from rich.console import Console
+from textual.pilot import Pilot
+
+import p2pid.tui.app as tui_app
 from p2pid.home import Home
 from p2pid.rpc.protocol import ErrorCode, RpcError
+from p2pid.tui.app import P2pidApp
 
 Answer = Any | Callable[..., Any]
+WAIT_SECONDS = 30.0
 
 
 def refuse(code: ErrorCode, message: str) -> Callable[..., Any]:
@@ -54,3 +63,81 @@ class ScriptedLink:
             return self
 
         return open_link
+
+
+def initialised_home(root: Path) -> Home:
+    """Enough of a home for the app to skip the welcome screen (the link is scripted)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "p2pid.db").touch()
+    (root / "vault.key").touch()
+    return Home(root)
+
+
+# Textual reads CSS_PATH relative to the module of the app's class: this one's is tests/.
+CSS: list[str | PurePath] = [Path(tui_app.__file__).parent / path for path in P2pidApp.CSS_PATH]
+
+
+class QuietApp(P2pidApp):
+    """No toasts in the pictures: they would land at a different moment on each run."""
+
+    CSS_PATH: ClassVar[list[str | PurePath]] = list(CSS)
+
+    def notify(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class NotingApp(P2pidApp):
+    """Keeps every toast's text, for the tests to check what was said."""
+
+    CSS_PATH: ClassVar[list[str | PurePath]] = list(CSS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.toasts: list[str] = []
+
+    def notify(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        self.toasts.append(str(message))
+        super().notify(message, *args, **kwargs)
+
+
+def run_scripted(
+    tmp_path: Path,
+    link: ScriptedLink,
+    scenario: Callable[[NotingApp, Pilot[Any]], Awaitable[None]],
+    *,
+    open_section: Callable[[Pilot[Any]], Awaitable[None]],
+    size: tuple[int, int] = (100, 40),
+) -> None:
+    """Run `scenario` on a NotingApp over `link`, once `open_section` has opened its section."""
+
+    async def main() -> None:
+        app = NotingApp(initialised_home(tmp_path / "home"), link_factory=link.factory())
+        async with app.run_test(size=size) as pilot:
+            await open_section(pilot)
+            await scenario(app, pilot)
+
+    asyncio.run(main())
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str) -> None:
+    """Pause until `condition()` is true, or fail after WAIT_SECONDS."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        try:
+            if condition():
+                return
+        except Exception:  # a widget not mounted yet, a screen not pushed yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def text_of(widget: Any) -> str:
+    """A Static's text, its rich content rendered as plain text."""
+    content = widget.content
+    if isinstance(content, str):
+        return content
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(content)
+    return console.export_text()

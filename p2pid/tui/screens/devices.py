@@ -5,24 +5,19 @@ events, and its peer events for my own devices."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import msgspec
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.css.query import NoMatches
 from textual.widgets import DataTable, Static
 
 from p2pid.rpc.protocol import RpcError
-from p2pid.tui.screens.base import SectionScreen
+from p2pid.tui.screens.base import ListingScreen
 from p2pid.tui.screens.contact_detail import ConfirmScreen
 from p2pid.tui.screens.device_approve import ApproveDeviceScreen
-from p2pid.tui.widgets.contact_records import Coalesced, call_daemon, decode_list, short_peer
+from p2pid.tui.widgets.contact_records import call_daemon, short_peer
 from p2pid.tui.widgets.device_table import DeviceTable, OwnDevice
-
-RELOAD_ON = frozenset({"device.linked", "device.revoked", "device.list_changed"})
-PEER_EVENTS = frozenset({"peer.connected", "peer.disconnected"})
 
 
 def refuse_revoking(device: OwnDevice) -> str | None:
@@ -37,17 +32,18 @@ def refuse_revoking(device: OwnDevice) -> str | None:
     return None
 
 
-class DevicesScreen(SectionScreen):
+class DevicesScreen(ListingScreen[OwnDevice]):
     SUB_TITLE = "My devices"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "Approve a new device"),
         Binding("x,delete", "revoke", "Revoke"),
     ]
 
+    METHOD = "devices"
+    RELOAD_ON = frozenset({"device.linked", "device.revoked", "device.list_changed"})
+
     def __init__(self) -> None:
-        super().__init__()
-        self.reload = Coalesced(self, self._load, "devices-load")
-        self.loaded = False
+        super().__init__(OwnDevice, DeviceTable)
 
     def compose_body(self) -> ComposeResult:
         yield Static(
@@ -60,62 +56,17 @@ class DevicesScreen(SectionScreen):
         yield DeviceTable(id="devices")
         yield Static("Connecting to the daemon…", id="devices-empty", classes="hint")
 
-    # -- loading -------------------------------------------------------------------------------
-
-    async def on_connected(self) -> None:
-        self.reload()
-
-    def on_screen_resume(self) -> None:
-        if self.p2pid.connected:
-            self.reload()
-
-    async def on_daemon_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        mine = any(d.peer_id == event.get("peer_id") for d in self.devices)
-        if kind in RELOAD_ON or (kind in PEER_EVENTS and mine):
-            self.reload()
-
-    @property
-    def devices(self) -> list[OwnDevice]:
-        try:
-            return self.query_one(DeviceTable).devices
-        except NoMatches:
-            return []
-
-    async def _load(self) -> None:
-        if not self.p2pid.connected:
-            return
-        try:
-            devices = decode_list(OwnDevice, await call_daemon(self.p2pid, "devices"))
-        except RpcError:
-            return  # the app said why in a toast
-        except msgspec.ValidationError as error:
-            self.notify(f"cannot list devices: {error}", severity="error")
-            return
-        if not self.is_attached:
-            return
-        try:
-            self.query_one(DeviceTable).show(devices)
-            empty = self.query_one("#devices-empty", Static)
-        except NoMatches:
-            return
+    def show(self, devices: list[OwnDevice]) -> None:
+        self.query_one(DeviceTable).show(devices)
+        empty = self.query_one("#devices-empty", Static)
         empty.update("" if devices else "No devices listed.")
         empty.display = not devices
-        self.loaded = True
 
     # -- actions -------------------------------------------------------------------------------
 
-    def selected(self) -> OwnDevice | None:
-        try:
-            return self.query_one(DeviceTable).selected
-        except NoMatches:
-            return None
-
     def action_approve(self) -> None:
-        if not self.p2pid.connected:
-            self.notify("Not connected to the daemon yet.", severity="warning")
-            return
-        self.app.push_screen(ApproveDeviceScreen(), callback=lambda _: self.reload())
+        if self.ready():
+            self.app.push_screen(ApproveDeviceScreen(), callback=lambda _: self.reload())
 
     @on(DataTable.RowSelected, "#devices")
     def _row_selected(self) -> None:
@@ -161,7 +112,7 @@ class DevicesScreen(SectionScreen):
             "link another device to this identity with the code it shows",
             self.action_approve,
         )
-        for device in self.devices:
+        for device in self.records:
             if refuse_revoking(device) is None:
                 yield SystemCommand(
                     f"Revoke device {device.name}",

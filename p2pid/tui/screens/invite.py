@@ -29,7 +29,7 @@ from textual.widgets.option_list import Option
 
 from p2pid.rpc.protocol import RpcError
 from p2pid.tui.screens.base import SectionScreen
-from p2pid.tui.widgets.invite_join_input import JoinInput, read_join_input
+from p2pid.tui.widgets.invite_join_input import JoinInput, read_code, read_join_input
 from p2pid.tui.widgets.qr_view import QrView
 
 # The narrowest the column beside the QR code may be (the text code wraps in it).
@@ -302,20 +302,13 @@ class JoinScreen(SectionScreen):
         result.update("")
         entry.disabled = True
         try:
-            if kind == "image":
-                from p2pid.qr import QrDecodeError, decode_image
-
-                status.update("Reading the QR code…")
-                try:
-                    # The daemon takes codes, not images: the TUI reads the image itself.
-                    value = await asyncio.to_thread(decode_image, value)
-                except QrDecodeError as failure:
-                    error.update(f"Could not read the image: {failure}")
-                    return
+            code = await read_code(kind, value, status, error)
+            if code is None:
+                return
             status.update("Joining…")
             try:
                 # No toast: the error is shown on this screen.
-                contact = await self.p2pid.rpc("join", toast=False, code=value)
+                contact = await self.p2pid.rpc("join", toast=False, code=code)
             except RpcError as failure:
                 error.update(f"Could not join: {failure.message}")
                 return

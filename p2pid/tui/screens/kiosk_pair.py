@@ -7,7 +7,6 @@ expired code, too many attempts, the owner said no) is a toast and a line here; 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -21,7 +20,7 @@ from textual.widgets import Button, Footer, Input, Static
 
 from p2pid.rpc.protocol import RpcError
 from p2pid.tui.widgets.contact_records import call_daemon
-from p2pid.tui.widgets.invite_join_input import JoinInput, read_join_input
+from p2pid.tui.widgets.invite_join_input import JoinInput, read_code, read_join_input
 
 if TYPE_CHECKING:
     from p2pid.tui.app import P2pidApp
@@ -108,20 +107,14 @@ class PairKioskScreen(ModalScreen[dict[str, Any] | None]):
             return
         entry.disabled = True
         try:
-            if kind == "image":
-                from p2pid.qr import QrDecodeError, decode_image
-
-                status.update("Reading the QR code…")
-                try:
-                    value = await asyncio.to_thread(decode_image, value)
-                except QrDecodeError as failure:
-                    error.update(f"Could not read the image: {failure}")
-                    return
+            code = await read_code(kind, value, status, error)
+            if code is None:
+                return
             status.update(
                 "Pairing… (if the kiosk already has an owner, they are asked to allow you)"
             )
             params: dict[str, Any] = (
-                {"short_code": value} if kind == "short_code" else {"code": value}
+                {"short_code": code} if kind == "short_code" else {"code": code}
             )
             try:
                 result = dict(await call_daemon(self.p2pid, "pair", **params))

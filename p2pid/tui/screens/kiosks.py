@@ -6,39 +6,26 @@ logging out of one, and for an owner its guests, a reset, and the approval reque
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import msgspec
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.css.query import NoMatches
 from textual.widgets import DataTable, Static
 
 from p2pid.rpc.protocol import RpcError
-from p2pid.tui.screens.base import SectionScreen
+from p2pid.tui.screens.base import ListingScreen
 from p2pid.tui.screens.contact_detail import ConfirmScreen
 from p2pid.tui.screens.kiosk_invoke import InvokeRoutineScreen
 from p2pid.tui.screens.kiosk_pair import PairKioskScreen
 from p2pid.tui.screens.kiosk_people import ApprovalRequest, GuestsScreen, KioskApprovalScreen
-from p2pid.tui.widgets.contact_records import WARN, Coalesced, call_daemon, decode_list
+from p2pid.tui.widgets.contact_records import WARN, call_daemon, decode_list
 from p2pid.tui.widgets.kiosk_table import Kiosk, KioskTable
 
-RELOAD_ON = frozenset(
-    {
-        "kiosk.paired",
-        "kiosk.revoked",
-        "kiosk.approval_requested",
-        "kiosk.approved",
-        "kiosk.list_changed",
-        "kiosk.status",
-    }
-)
-PEER_EVENTS = frozenset({"peer.connected", "peer.disconnected"})
 
-
-class KiosksScreen(SectionScreen):
+class KiosksScreen(ListingScreen[Kiosk]):
     SUB_TITLE = "Kiosks"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "pair", "Pair"),
@@ -49,11 +36,21 @@ class KiosksScreen(SectionScreen):
         Binding("a", "approvals", "Approvals"),
     ]
 
+    METHOD = "kiosks"
+    RELOAD_ON = frozenset(
+        {
+            "kiosk.paired",
+            "kiosk.revoked",
+            "kiosk.approval_requested",
+            "kiosk.approved",
+            "kiosk.list_changed",
+            "kiosk.status",
+        }
+    )
+
     def __init__(self) -> None:
-        super().__init__()
-        self.reload = Coalesced(self, self._load, "kiosks-load")
+        super().__init__(Kiosk, KioskTable)
         self.approvals: list[ApprovalRequest] = []
-        self.loaded = False
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="kiosks-notice")
@@ -66,53 +63,21 @@ class KiosksScreen(SectionScreen):
             classes="hint",
         )
 
-    # -- loading -------------------------------------------------------------------------------
+    async def fetch(self) -> list[Kiosk] | None:
+        kiosks = await super().fetch()
+        if kiosks is not None:
+            try:
+                self.approvals = decode_list(
+                    ApprovalRequest, await call_daemon(self.p2pid, "kiosk.approvals", toast=False)
+                )
+            except (RpcError, msgspec.ValidationError):
+                self.approvals = []  # only an owner has any; a daemon without them lists none
+        return kiosks
 
-    async def on_connected(self) -> None:
-        self.reload()
-
-    def on_screen_resume(self) -> None:
-        if self.p2pid.connected:
-            self.reload()
-
-    async def on_daemon_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        mine = any(k.peer_id == event.get("peer_id") for k in self.kiosks)
-        if kind in RELOAD_ON or (kind in PEER_EVENTS and mine):
-            self.reload()
-
-    @property
-    def kiosks(self) -> list[Kiosk]:
-        try:
-            return self.query_one(KioskTable).kiosks
-        except NoMatches:
-            return []
-
-    async def _load(self) -> None:
-        if not self.p2pid.connected:
-            return
-        try:
-            kiosks = decode_list(Kiosk, await call_daemon(self.p2pid, "kiosks"))
-        except RpcError:
-            return  # the app said why in a toast
-        except msgspec.ValidationError as error:
-            self.notify(f"cannot list kiosks: {error}", severity="error")
-            return
-        try:
-            approvals = decode_list(
-                ApprovalRequest, await call_daemon(self.p2pid, "kiosk.approvals", toast=False)
-            )
-        except (RpcError, msgspec.ValidationError):
-            approvals = []  # only an owner has any; a daemon without them lists none
-        if not self.is_attached:
-            return
-        self.approvals = approvals
-        try:
-            self.query_one(KioskTable).show(kiosks)
-            empty = self.query_one("#kiosks-empty", Static)
-            notice = self.query_one("#kiosks-notice", Static)
-        except NoMatches:
-            return
+    def show(self, kiosks: list[Kiosk]) -> None:
+        self.query_one(KioskTable).show(kiosks)
+        empty = self.query_one("#kiosks-empty", Static)
+        notice = self.query_one("#kiosks-notice", Static)
         empty.update(
             ""
             if kiosks
@@ -120,6 +85,7 @@ class KiosksScreen(SectionScreen):
             "code, or the path of a photo of its QR code)."
         )
         empty.display = not kiosks
+        approvals = self.approvals
         count = len(approvals)
         notice.update(
             Text(
@@ -132,23 +98,11 @@ class KiosksScreen(SectionScreen):
             else ""
         )
         notice.display = bool(approvals)
-        self.loaded = True
 
     # -- actions -------------------------------------------------------------------------------
 
-    def selected(self) -> Kiosk | None:
-        try:
-            return self.query_one(KioskTable).selected
-        except NoMatches:
-            return None
-
-    def _ready(self) -> bool:
-        if not self.p2pid.connected:
-            self.notify("Not connected to the daemon yet.", severity="warning")
-        return self.p2pid.connected
-
     def action_pair(self) -> None:
-        if self._ready():
+        if self.ready():
             self.app.push_screen(PairKioskScreen(), callback=lambda _: self.reload())
 
     @on(DataTable.RowSelected, "#kiosks")
@@ -157,7 +111,7 @@ class KiosksScreen(SectionScreen):
 
     def action_routines(self, kiosk: Kiosk | None = None) -> None:
         kiosk = kiosk or self.selected()
-        if kiosk is not None and self._ready():
+        if kiosk is not None and self.ready():
             self.app.push_screen(InvokeRoutineScreen(kiosk), callback=lambda _: self.reload())
 
     def _owner_only(self, kiosk: Kiosk | None, what: str) -> Kiosk | None:
@@ -169,7 +123,7 @@ class KiosksScreen(SectionScreen):
                 severity="warning",
             )
             return None
-        return kiosk if self._ready() else None
+        return kiosk if self.ready() else None
 
     def action_guests(self, kiosk: Kiosk | None = None) -> None:
         kiosk = self._owner_only(kiosk or self.selected(), "see and remove its guests")
@@ -178,7 +132,7 @@ class KiosksScreen(SectionScreen):
 
     def action_revoke(self, kiosk: Kiosk | None = None) -> None:
         kiosk = kiosk or self.selected()
-        if kiosk is None or not self._ready():
+        if kiosk is None or not self.ready():
             return
         self._confirm(
             kiosk,
@@ -254,7 +208,7 @@ class KiosksScreen(SectionScreen):
                 f"{len(self.approvals)} waiting: allow or deny",
                 self.action_approvals,
             )
-        for kiosk in self.kiosks:
+        for kiosk in self.records:
             yield SystemCommand(
                 f"Run a routine on {kiosk.name}",
                 ", ".join(r.name for r in kiosk.allowed_routines()) or "none allowed",

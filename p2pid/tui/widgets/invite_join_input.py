@@ -6,13 +6,14 @@ Input keeps only the first line of a paste, so a pasted code is joined back into
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlparse
 
 from textual import events
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from p2pid.wire.invite import INVITE_PREFIX
 
@@ -46,6 +47,22 @@ def read_join_input(text: str) -> tuple[JoinKind, str]:
     if value and looks_like_a_path:
         return "image", str(path)
     return "code", value
+
+
+async def read_code(kind: str, value: str, status: Static, error: Static) -> str | None:
+    """The code given: `value`, or for an image the code its QR code holds, read here with
+    zxing-cpp (the daemon takes codes, not images). None when the image cannot be read: `error`
+    says why."""
+    if kind != "image":
+        return value
+    from p2pid.qr import QrDecodeError, decode_image
+
+    status.update("Reading the QR code…")
+    try:
+        return await asyncio.to_thread(decode_image, value)
+    except QrDecodeError as failure:
+        error.update(f"Could not read the image: {failure}")
+        return None
 
 
 def _is_a_file(path: Path) -> bool:

@@ -9,9 +9,9 @@ from typing import ClassVar
 import msgspec
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable
 
-from p2pid.tui.widgets.contact_records import BAD, DIM, GOOD, WARN, format_time
+from p2pid.tui.widgets.contact_records import BAD, DIM, GOOD, WARN
+from p2pid.tui.widgets.record_table import Cell, RecordTable, last_seen
 
 
 class RoutineArg(msgspec.Struct, frozen=True):
@@ -61,51 +61,37 @@ def health_text(kiosk: Kiosk) -> Text:
     return Text(kiosk.health, style=GOOD if good else WARN)
 
 
-class KioskTable(DataTable[str | Text]):
+def kiosk_row(kiosk: Kiosk, now_ms: float | None = None) -> tuple[Cell, ...]:
+    return (
+        Text(kiosk.name, style="bold"),
+        Text(kiosk.role, style=GOOD if kiosk.is_owner else ""),
+        Text("● online", style=GOOD) if kiosk.online else Text("○ offline", style=DIM),
+        last_seen(kiosk.online, kiosk.last_seen_ms),
+        health_text(kiosk),
+        expiry_text(kiosk.expires_at_ms, now_ms),
+    )
+
+
+class KioskTable(RecordTable[Kiosk]):
     """Rows keyed by the kiosk's PeerId; the cursor stays on the same kiosk across reloads."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Routines")]
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self._kiosks: dict[str, Kiosk] = {}
-
-    def on_mount(self) -> None:
-        self.add_column("Name", key="name")
-        self.add_column("Role", key="role")
-        self.add_column("Status", key="status")
-        self.add_column("Last seen", key="seen")
-        self.add_column("Health", key="health")
-        self.add_column("Expires", key="expires")
+    COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("Name", "name"),
+        ("Role", "role"),
+        ("Status", "status"),
+        ("Last seen", "seen"),
+        ("Health", "health"),
+        ("Expires", "expires"),
+    )
 
     def show(self, kiosks: Sequence[Kiosk], now_ms: float | None = None) -> None:
-        selected = self.selected_id
-        self.clear()
-        self._kiosks = {kiosk.peer_id: kiosk for kiosk in kiosks}
-        for kiosk in sorted(self._kiosks.values(), key=lambda k: (k.name.casefold(), k.peer_id)):
-            self.add_row(
-                Text(kiosk.name, style="bold"),
-                Text(kiosk.role, style=GOOD if kiosk.is_owner else ""),
-                Text("● online", style=GOOD) if kiosk.online else Text("○ offline", style=DIM),
-                "now" if kiosk.online else format_time(kiosk.last_seen_ms),
-                health_text(kiosk),
-                expiry_text(kiosk.expires_at_ms, now_ms),
-                key=kiosk.peer_id,
-            )
-        if selected in self._kiosks:
-            self.move_cursor(row=self.get_row_index(selected), animate=False)
-
-    @property
-    def selected_id(self) -> str | None:
-        if not self.row_count:
-            return None
-        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-
-    @property
-    def selected(self) -> Kiosk | None:
-        peer_id = self.selected_id
-        return self._kiosks.get(peer_id) if peer_id else None
+        self.fill(
+            {kiosk.peer_id: kiosk for kiosk in kiosks},
+            order=lambda k: (k.name.casefold(), k.peer_id),
+            cells=lambda k: kiosk_row(k, now_ms),
+        )
 
     @property
     def kiosks(self) -> list[Kiosk]:
-        return list(self._kiosks.values())
+        return self.records

@@ -7,9 +7,9 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable
 
 from p2pid.tui.widgets.contact_records import DIM, GOOD, format_time, short_peer
+from p2pid.tui.widgets.record_table import Cell, RecordTable
 from p2pid.wire.api import ContactSummary, PeerSummary
 
 
@@ -19,50 +19,34 @@ def peer_name(peer: PeerSummary, contact: ContactSummary | None = None) -> str:
     return peer.fields.get("name") or short_peer(peer.peer_id)
 
 
-class PeerTable(DataTable[str | Text]):
+def peer_row(peer: PeerSummary, contact: ContactSummary | None) -> tuple[Cell, ...]:
+    return (
+        Text(peer_name(peer, contact), style="bold"),
+        short_peer(peer.peer_id),
+        Text("nearby", style=GOOD) if peer.discovered else Text("known", style=DIM),
+        Text("connected", style=GOOD) if peer.connected else Text("—", style=DIM),
+        format_time(peer.last_seen_ms),
+        Text(f"✓ {contact.name}", style=GOOD) if contact else Text("no", style=DIM),
+    )
+
+
+class PeerTable(RecordTable[PeerSummary]):
     """Rows keyed by PeerId."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Contact request")]
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self._peers: dict[str, PeerSummary] = {}
-
-    def on_mount(self) -> None:
-        self.add_column("Name", key="name")
-        self.add_column("Device", key="peer")
-        self.add_column("Found", key="found")
-        self.add_column("Connection", key="connection")
-        self.add_column("Last seen", key="seen")
-        self.add_column("Contact", key="contact")
+    COLUMNS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("Name", "name"),
+        ("Device", "peer"),
+        ("Found", "found"),
+        ("Connection", "connection"),
+        ("Last seen", "seen"),
+        ("Contact", "contact"),
+    )
 
     def show(self, peers: Sequence[PeerSummary], contacts: Mapping[str, ContactSummary]) -> None:
         """`contacts` maps a device's PeerId to its contact."""
-        selected = self.selected_id
-        self.clear()
-        self._peers = {peer.peer_id: peer for peer in peers}
-        order = sorted(peers, key=lambda p: (not p.discovered, peer_name(p).casefold()))
-        for peer in order:
-            contact = contacts.get(peer.peer_id)
-            self.add_row(
-                Text(peer_name(peer, contact), style="bold"),
-                short_peer(peer.peer_id),
-                Text("nearby", style=GOOD) if peer.discovered else Text("known", style=DIM),
-                Text("connected", style=GOOD) if peer.connected else Text("—", style=DIM),
-                format_time(peer.last_seen_ms),
-                Text(f"✓ {contact.name}", style=GOOD) if contact else Text("no", style=DIM),
-                key=peer.peer_id,
-            )
-        if selected in self._peers:
-            self.move_cursor(row=self.get_row_index(selected), animate=False)
-
-    @property
-    def selected_id(self) -> str | None:
-        if not self.row_count:
-            return None
-        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-
-    @property
-    def selected(self) -> PeerSummary | None:
-        peer_id = self.selected_id
-        return self._peers.get(peer_id) if peer_id else None
+        self.fill(
+            {peer.peer_id: peer for peer in peers},
+            order=lambda p: (not p.discovered, peer_name(p).casefold()),
+            cells=lambda p: peer_row(p, contacts.get(p.peer_id)),
+        )
