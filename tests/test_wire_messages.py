@@ -187,6 +187,7 @@ def test_sender_and_receiver_machines_pair_batches_with_acks() -> None:
         encode_stream_message(DeliveryAck(results=[Result.STORED])),  # one result for two
         encode_stream_message(Deliver(envelopes=[envelope()])),  # a batch, not an ack
     ],
+    ids=["not-msgpack", "one-result-for-two", "a-batch"],
 )
 def test_the_sender_refuses_acks_that_do_not_fit(reply: bytes) -> None:
     sender = BatchSender()
