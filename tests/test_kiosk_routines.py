@@ -557,8 +557,9 @@ async def test_shell_injection_through_echo_runs_no_second_command(tmp_path: Pat
     marker = tmp_path / "marker"
     book = RoutineBook.parse(
         '[routines.say]\ncommand = ["/bin/echo", "{text}"]\n'
-        'args = [{ name = "text", kind = "string" }]\n'
+        'args = [{ name = "text", kind = "string", max_length = 4096 }]\n'
     )
+    # Three copies of the marker's path: long when pytest's temporary directory is deep.
     attack = f"hi; touch {marker} $(touch {marker}) `touch {marker}`"
     result = await run(book.get("say"), attack)
     assert result == RoutineResult(True, 0, attack + "\n", result.duration_ms)
