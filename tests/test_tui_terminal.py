@@ -57,7 +57,9 @@ class Tmux:
         environment = {
             key: value
             for key, value in os.environ.items()
-            if key not in ("TMUX", "P2PID_HOME", "NO_COLOR", "TEXTUAL_COLOR_SYSTEM")
+            # COLUMNS/LINES (set by some test runners) would override the pane's real size.
+            if key
+            not in ("TMUX", "P2PID_HOME", "NO_COLOR", "TEXTUAL_COLOR_SYSTEM", "COLUMNS", "LINES")
         }
         environment["COLORTERM"] = "truecolor"  # as a modern terminal says it draws 24-bit colour
         size = ["-x", str(width), "-y", str(height)]
