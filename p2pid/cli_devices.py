@@ -88,7 +88,7 @@ def _link(home: Home, args: argparse.Namespace, output: Output) -> int:
     from p2pid.linking import LinkOptions, link_new_device
     from p2pid.node import DEFAULT_LISTEN
     from p2pid.protocols.device_link import ApproverInfo, LinkError
-    from p2pid.provision import HomeError, validate_name
+    from p2pid.provision import HomeError, require_new_home, validate_name
     from p2pid.qr import render_half_blocks, render_half_blocks_plain, write_png
 
     if not 0 < args.timeout <= 600:
@@ -97,10 +97,10 @@ def _link(home: Home, args: argparse.Namespace, output: Output) -> int:
         device_name = validate_name(args.name or platform.node() or "device")
     except HomeError as error:
         raise UsageError(f"p2pid device link: --name: {error}") from None
-    if home.is_initialised() or home.database.exists():
-        raise UsageError(
-            f"p2pid device link: {home.root} already holds an identity; use a new --home"
-        )
+    try:
+        require_new_home(home)
+    except HomeError as error:
+        raise UsageError(f"p2pid device link: {error}; use a new --home") from None
     ask_here = not args.yes and not output.as_json and sys.stdin.isatty()
 
     async def confirm_here(approver: ApproverInfo) -> bool:

@@ -160,7 +160,8 @@ class Contacts:
 
     async def start(self) -> None:
         """Load my signed device list; a home from before device linking signs its first one."""
-        await self.store.write(self._ensure_own_device_list)
+        if await self.store.read(contact_queries.get_self) is None:  # no write on every start
+            await self.store.write(self._ensure_own_device_list)
         await self.reload_own_devices()
 
     def _ensure_own_device_list(self, conn: Connection) -> None:

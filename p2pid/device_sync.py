@@ -97,10 +97,20 @@ def fallback_prekeys(devices: tuple[ContactDevice, ...]) -> list[DevicePrekeys]:
     ]
 
 
-def contact_snapshot(conn: Connection, contact: ContactRow) -> ContactSnapshot | None:
+def known_addrs(conn: Connection) -> dict[str, list[str]]:
+    """Where each known peer was last seen listening (at most 16 addresses each)."""
+    return {peer.peer_id: [a.addr for a in peer.addrs][:16] for peer in queries.list_peers(conn)}
+
+
+def contact_snapshot(
+    conn: Connection, contact: ContactRow, addrs: dict[str, list[str]] | None = None
+) -> ContactSnapshot | None:
+    """The contact as a copy for another device of mine; `addrs` is `known_addrs(conn)`, read
+    here if not given (pass it when snapshotting many contacts)."""
     if contact.device_list is None:
         return None
-    addrs_by_peer = {peer.peer_id: peer.addrs for peer in queries.list_peers(conn)}
+    if addrs is None:
+        addrs = known_addrs(conn)
     return ContactSnapshot(
         identity_key=contact.identity_key,
         display_name=contact.display_name[:MAX_SNAPSHOT_NAME]
@@ -112,11 +122,7 @@ def contact_snapshot(conn: Connection, contact: ContactRow) -> ContactSnapshot |
         device_list=split_signed_list(contact.device_list),
         prekeys=fallback_prekeys(contact.devices),
         fields=contact_queries.contact_fields(conn, contact.identity_key),
-        addrs={
-            d.peer_id: [a.addr for a in addrs_by_peer.get(d.peer_id, [])][:16]
-            for d in contact.devices
-            if addrs_by_peer.get(d.peer_id)
-        },
+        addrs={d.peer_id: addrs[d.peer_id] for d in contact.devices if addrs.get(d.peer_id)},
         added_at=contact.added_at,
     )
 
@@ -172,13 +178,16 @@ class HistoryChoice:
 
 
 def export_batches(
-    conn: Connection, choice: HistoryChoice, now: int
+    conn: Connection, choice: HistoryChoice, now: int, addrs: dict[str, list[str]] | None = None
 ) -> tuple[list[SyncBatch], SyncEnd]:
-    """Everything a new device of mine gets, as bounded batches (read in one snapshot)."""
+    """Everything a new device of mine gets, as bounded batches (read in one snapshot); `addrs`
+    as in `contact_snapshot`."""
+    if addrs is None:
+        addrs = known_addrs(conn)
     contacts = [
         snapshot
         for row in contact_queries.list_contacts(conn)
-        if (snapshot := contact_snapshot(conn, row)) is not None
+        if (snapshot := contact_snapshot(conn, row, addrs)) is not None
     ]
     profile = profile_copies(conn)
     batches = [

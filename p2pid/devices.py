@@ -21,6 +21,7 @@ from p2pid.device_sync import (
     HistoryChoice,
     export_batches,
     fallback_prekeys,
+    known_addrs,
     record_from_list,
     split_signed_list,
 )
@@ -277,10 +278,8 @@ class Devices:
         prekeys = publish_one_time_keys(
             conn, self._vault_key, self._keys.device_public_key, SIBLING_ONE_TIME_KEYS
         )
-        batches, end = export_batches(conn, history, now_ms())
-        addrs = {
-            peer.peer_id: [a.addr for a in peer.addrs][:16] for peer in queries.list_peers(conn)
-        }
+        addrs = known_addrs(conn)
+        batches, end = export_batches(conn, history, now_ms(), addrs)
         sibling_addrs = {
             d.peer_id: addrs[d.peer_id] for d in self._siblings(mine) if d.peer_id in addrs
         }

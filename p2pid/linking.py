@@ -22,13 +22,13 @@ from p2pid.crypto.device_link import LinkOffer, new_link_offer
 from p2pid.crypto.device_list import DeviceListError
 from p2pid.crypto.identity import IdentityKeys, new_seed
 from p2pid.crypto.olm import OlmAccount, PublishedPrekeys
-from p2pid.crypto.vault import new_vault_key, wrap_vault_key, write_private_file
+from p2pid.crypto.vault import new_vault_key
 from p2pid.device_sync import SyncError, import_batch, record_from_list
 from p2pid.home import Home
 from p2pid.net.host import NetHost, Stream
 from p2pid.node import expand_unspecified, interface_ipv4_addresses
 from p2pid.protocols.device_link import ApproverInfo, Granted, LinkError, LinkNewDevice, serve_link
-from p2pid.provision import HomeError, validate_name
+from p2pid.provision import require_new_home, store_vault_key, validate_name
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
@@ -107,8 +107,7 @@ def write_linked_home(
     passphrase: str | None,
 ) -> LinkedHome:
     """Create the home in one transaction, then its key: the new device is now mine."""
-    if home.is_initialised() or home.database.exists():
-        raise HomeError(f"{home.root} already holds an identity")
+    require_new_home(home)
     secrets = granted.secrets
     keys = IdentityKeys(identity_seed=secrets.identity_seed, device_seed=device.device_seed)
     now = int(time.time() * 1000)
@@ -151,10 +150,7 @@ def write_linked_home(
         connection.close()
         if not written:  # nothing half-made stays behind: the home can be linked or created
             home.wipe_identity()
-    if passphrase is None:
-        write_private_file(home.key_file, device.vault_key)
-    else:
-        write_private_file(home.wrapped_key, wrap_vault_key(device.vault_key, passphrase))
+    store_vault_key(home, device.vault_key, passphrase)
     return LinkedHome(
         identity_id=keys.identity_id,
         name=secrets.identity_name,
@@ -166,8 +162,7 @@ def write_linked_home(
 
 async def link_new_device(home: Home, options: LinkOptions, report: Report) -> LinkedHome:
     """Show a code, wait for an approval, write the home. Raises HomeError or LinkError."""
-    if home.is_initialised() or home.database.exists():
-        raise HomeError(f"{home.root} already holds an identity; link a new home instead")
+    require_new_home(home)
     device = _NewDevice(options.device_name)
     async with NetHost.open(device.device_seed, options.listen_addrs) as net:
         addrs = expand_unspecified(net.listen_addrs(), interface_ipv4_addresses(options.interfaces))

@@ -40,7 +40,7 @@ from p2pid.protocols.messaging import DropReason, check_header, serve_messages
 from p2pid.store import contacts as contact_queries
 from p2pid.store import messages as message_queries
 from p2pid.store import queries
-from p2pid.store.contacts import ContactDevice, ContactRow, DeviceConflictError
+from p2pid.store.contacts import ContactDevice, ContactRecord, ContactRow, DeviceConflictError
 from p2pid.store.db import Connection, savepoint
 from p2pid.store.messages import (
     Cursor,
@@ -263,9 +263,15 @@ class Messaging:
         return view
 
     def _compose(
-        self, conn: Connection, recipient_identity: bytes, body: Body, now: int
+        self,
+        conn: Connection,
+        recipient_identity: bytes,
+        body: Body,
+        now: int,
+        recipients: Sequence[_Recipient] | None = None,
     ) -> tuple[MessageRow | None, list[str]]:
-        """Store a message and queue it, encrypted, for every device that should have it."""
+        """Store a message and queue it, encrypted, for every device that should have it (or
+        for `recipients`)."""
         conversation = 0
         if isinstance(body, Text):
             conversation = message_queries.conversation_id_for(conn, recipient_identity, now)
@@ -305,14 +311,9 @@ class Messaging:
                     state="pending",
                 ),
             )
-        queued = []
-        for recipient in self._recipients(conn, recipient_identity):
-            try:
-                self._enqueue(conn, message_id, recipient, payload, now)
-            except OlmError as error:
-                log.warning("cannot encrypt for %s: %s", recipient.peer_id, error)
-                continue
-            queued.append(recipient.peer_id)
+        if recipients is None:
+            recipients = self._recipients(conn, recipient_identity)
+        queued = self._enqueue_all(conn, message_id, recipients, payload, now)
         if not queued and isinstance(body, Text):
             raise MessagingError(
                 "unreachable", "no device of this contact can be written to (no Olm keys)"
@@ -344,13 +345,24 @@ class Messaging:
         self, conn: Connection, message_id: bytes, payload: Payload, now: int
     ) -> list[str]:
         """Queue a payload to my other devices under the message's own id."""
-        encoded = encode_payload(payload)
+        recipients = self._recipients(conn, self._identity_key)
+        return self._enqueue_all(conn, message_id, recipients, encode_payload(payload), now)
+
+    def _enqueue_all(
+        self,
+        conn: Connection,
+        message_id: bytes,
+        recipients: Sequence[_Recipient],
+        payload: bytes,
+        now: int,
+    ) -> list[str]:
+        """Queue the payload for each device that can be encrypted to; their PeerIds."""
         queued = []
-        for recipient in self._recipients(conn, self._identity_key):
+        for recipient in recipients:
             try:
-                self._enqueue(conn, message_id, recipient, encoded, now)
+                self._enqueue(conn, message_id, recipient, payload, now)
             except OlmError as error:
-                log.warning("cannot encrypt for my device %s: %s", recipient.peer_id, error)
+                log.warning("cannot encrypt for %s: %s", recipient.peer_id, error)
                 continue
             queued.append(recipient.peer_id)
         return queued
@@ -751,14 +763,9 @@ class Messaging:
             raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
         if record.device_list_version <= contact.device_list_version:
             return
-        kept = {d.peer_id for d in record.devices}
-        gone = [d for d in contact.devices if d.peer_id not in kept]
-        try:
-            contact_queries.upsert_contact(conn, record, now)
-        except DeviceConflictError:  # a device of someone else's (or mine)
-            raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
-        self._forget_devices(conn, gone)
-        self._remember_hints(conn, record.devices, body, now, outcome)
+        gone = self._replace_devices(
+            conn, record, contact.devices, contact_queries.upsert_contact, body, now, outcome
+        )
         outcome.events.append(
             ContactDevicesChanged(
                 at_ms=now,
@@ -790,15 +797,31 @@ class Messaging:
         if not any(d.device_key == self._device_key for d in record.devices):
             outcome.revoked = True
             return
+        before = mine.devices if mine else ()
+        self._replace_devices(conn, record, before, contact_queries.save_self, body, now, outcome)
+        outcome.events.append(OwnDevicesChanged(at_ms=now, version=record.device_list_version))
+
+    def _replace_devices(
+        self,
+        conn: Connection,
+        record: ContactRecord,
+        before: Sequence[ContactDevice],
+        save: Callable[[Connection, ContactRecord, int], object],
+        body: DeviceListUpdate,
+        now: int,
+        outcome: _BatchOutcome,
+    ) -> list[ContactDevice]:
+        """Store a newer device list with `save`; devices it leaves out get nothing more (their
+        queue and sessions go). The devices that left."""
         kept = {d.peer_id for d in record.devices}
-        gone = [d for d in (mine.devices if mine else ()) if d.peer_id not in kept]
+        gone = [d for d in before if d.peer_id not in kept]
         try:
-            contact_queries.save_self(conn, record, now)
-        except DeviceConflictError:
+            save(conn, record, now)
+        except DeviceConflictError:  # it lists a device of someone else's (or mine)
             raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED) from None
         self._forget_devices(conn, gone)
         self._remember_hints(conn, record.devices, body, now, outcome)
-        outcome.events.append(OwnDevicesChanged(at_ms=now, version=record.device_list_version))
+        return gone
 
     def _remember_hints(
         self,
@@ -837,30 +860,18 @@ class Messaging:
                     continue
                 devices += self._compose(conn, contact.identity_key, body, now)[1]
             devices += self._compose(conn, self._identity_key, body, now)[1]
-            for device in also_to:
-                recipient = _Recipient(
+            revoked = [
+                _Recipient(
                     self._identity_key,
-                    device.peer_id,
-                    device.device_key,
-                    device.olm_curve25519,
-                    device.fallback_key,
+                    d.peer_id,
+                    d.device_key,
+                    d.olm_curve25519,
+                    d.fallback_key,
                 )
-                message_id = os.urandom(MESSAGE_ID_BYTES)
-                payload = encode_payload(
-                    Payload(
-                        message_id=message_id,
-                        sender_identity=self._identity_key,
-                        recipient_identity=self._identity_key,
-                        sent_at_ms=now,
-                        lamport=1,
-                        body=body,
-                    )
-                )
-                try:
-                    self._enqueue(conn, message_id, recipient, payload, now)
-                    devices.append(device.peer_id)
-                except OlmError as error:
-                    log.warning("cannot tell %s it was revoked: %s", device.peer_id, error)
+                for d in also_to
+            ]
+            if revoked:
+                devices += self._compose(conn, self._identity_key, body, now, revoked)[1]
             return devices
 
         for peer_id in await self._store.write(write):

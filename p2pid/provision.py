@@ -54,11 +54,25 @@ def validate_name(name: str) -> str:
     return name
 
 
+def require_new_home(home: Home) -> None:
+    """HomeError unless the home holds no identity (not even a half-made store)."""
+    if home.is_initialised() or home.database.exists():
+        raise HomeError(f"{home.root} already holds an identity")
+
+
+def store_vault_key(home: Home, vault_key: bytes, passphrase: str | None) -> None:
+    """Write the vault key, in a key file or wrapped by the passphrase. Written last: a home is
+    initialised only once its store and its key both exist."""
+    if passphrase is None:
+        write_private_file(home.key_file, vault_key)
+    else:
+        write_private_file(home.wrapped_key, wrap_vault_key(vault_key, passphrase))
+
+
 def create_home(home: Home, name: str, passphrase: str | None) -> CreatedIdentity:
     """Create the identity, device key, Olm account and vault key in a new home."""
     name = validate_name(name)
-    if home.is_initialised() or home.database.exists():
-        raise HomeError(f"{home.root} already holds an identity")
+    require_new_home(home)
     home.ensure_private_dir()
     vault_key = new_vault_key()
     keys = IdentityKeys.generate()
@@ -76,11 +90,7 @@ def create_home(home: Home, name: str, passphrase: str | None) -> CreatedIdentit
             queries.save_local_identity(connection, identity)
     finally:
         connection.close()
-    # The key is written last: a home is initialised only once both exist.
-    if passphrase is None:
-        write_private_file(home.key_file, vault_key)
-    else:
-        write_private_file(home.wrapped_key, wrap_vault_key(vault_key, passphrase))
+    store_vault_key(home, vault_key, passphrase)
     return CreatedIdentity(
         name=name,
         identity_id=keys.identity_id,

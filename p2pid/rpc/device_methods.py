@@ -11,7 +11,7 @@ import trio
 from p2pid.device_sync import HistoryChoice
 from p2pid.devices import MAX_HISTORY_DAYS, DevicesError
 from p2pid.node import Node
-from p2pid.rpc.methods import NODE_ERROR_CODES, NoParams, parse_params
+from p2pid.rpc.params import NODE_ERROR_CODES, NoParams, parse_params
 from p2pid.rpc.protocol import ErrorCode, RpcError
 from p2pid.rpc.server import Handler
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import trio
@@ -17,27 +17,15 @@ from p2pid.net import NetError, describe_error
 from p2pid.node import Node, NodeError
 from p2pid.profile import ProfileError
 from p2pid.protocols.contact_join import JoinError
+from p2pid.rpc.device_methods import device_methods
+from p2pid.rpc.params import NODE_ERROR_CODES, NoParams, parse_params
 from p2pid.rpc.protocol import ErrorCode, RpcError
 from p2pid.rpc.server import Handler
 from p2pid.verification import VerificationError
 
-P = TypeVar("P")
 MAX_NICKNAME_LENGTH = 64
 MAX_PING_COUNT = 100
 PING_TIMEOUT_SECONDS = 20.0
-
-NODE_ERROR_CODES = {
-    "invalid": ErrorCode.INVALID_PARAMS,
-    "not_found": ErrorCode.NOT_FOUND,
-    "unreachable": ErrorCode.UNREACHABLE,
-    "refused": ErrorCode.REFUSED,
-    "timeout": ErrorCode.TIMEOUT,
-    "conflict": ErrorCode.CONFLICT,
-}
-
-
-class NoParams(msgspec.Struct, forbid_unknown_fields=True):
-    pass
 
 
 class PingParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -168,13 +156,6 @@ class ApproveParams(msgspec.Struct, forbid_unknown_fields=True):
 
 class KioskLogParams(msgspec.Struct, forbid_unknown_fields=True):
     limit: int = 100
-
-
-def parse_params(params: dict[str, Any], kind: type[P]) -> P:
-    try:
-        return msgspec.convert(params, kind)
-    except msgspec.ValidationError as error:
-        raise RpcError(ErrorCode.INVALID_PARAMS, f"invalid params: {error}") from None
 
 
 def as_rpc_error(error: Exception) -> RpcError:
@@ -437,8 +418,6 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         "kiosk.status": kiosk_status,
         "kiosk.log": kiosk_log,
     }
-    from p2pid.rpc.device_methods import device_methods  # it builds on this module
-
     translated = {name: _translating_errors(handler) for name, handler in methods.items()}
     return translated | device_methods(node)
 
