@@ -230,19 +230,25 @@ def write_png(text: str, path: str | os.PathLike[str], scale: int = DEFAULT_PNG_
 
 def decode_image(path: str | os.PathLike[str]) -> str:
     """The text of the one QR code in the image at `path`, without surrounding whitespace."""
-    image = _open_as_greyscale(path)
-    codes = zxingcpp.read_barcodes(
-        image,
-        formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode),
-        text_mode=zxingcpp.TextMode.Plain,
-    )
+    codes = read_qr_codes(_open_as_greyscale(path))
     if not codes:
         raise QrDecodeError(f"no QR code found in {os.fspath(path)}")
     if len(codes) > 1:
         raise QrDecodeError(
             f"{len(codes)} QR codes found in {os.fspath(path)}; crop the image to the one to use"
         )
-    return codes[0].text.strip()
+    return codes[0].strip()
+
+
+def read_qr_codes(image: Image.Image) -> list[str]:
+    """The texts of the QR codes in `image`; other symbologies (which random
+    module patterns sometimes resemble) are not looked for."""
+    codes = zxingcpp.read_barcodes(
+        image,
+        formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode),
+        text_mode=zxingcpp.TextMode.Plain,
+    )
+    return [code.text for code in codes]
 
 
 def _open_as_greyscale(path: str | os.PathLike[str]) -> Image.Image:

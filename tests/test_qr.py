@@ -25,6 +25,7 @@ from p2pid.qr import (
     qr_for,
     qr_modules,
     qr_summary,
+    read_qr_codes,
     render_half_blocks,
     render_half_blocks_plain,
     write_png,
@@ -51,7 +52,7 @@ def invite_text() -> str:
 
 
 def decode_pil(image: Image.Image) -> list[str]:
-    return [code.text for code in zxingcpp.read_barcodes(image)]
+    return read_qr_codes(image)
 
 
 # Making the code.

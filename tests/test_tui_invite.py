@@ -18,7 +18,6 @@ from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
 import pytest
-import zxingcpp
 from rich.color import Color
 from textual import events
 from textual.app import ComposeResult
@@ -27,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import OptionList, Static
 
 from p2pid.home import Home
-from p2pid.qr import image_from_modules, qr_modules
+from p2pid.qr import image_from_modules, qr_modules, read_qr_codes
 from p2pid.tui import app as tui_app
 from p2pid.tui.app import P2pidApp
 from p2pid.tui.link import DaemonOptions
@@ -120,7 +119,7 @@ def decode_cells(rows: list[list[tuple[str, Any, Any]]]) -> list[str]:
         modules.append([fg == BLACK for _, fg, _ in row])
         modules.append([bg == BLACK for _, _, bg in row])
     image = image_from_modules(modules, scale=4)
-    return [code.text for code in zxingcpp.read_barcodes(image)]
+    return read_qr_codes(image)
 
 
 # -- the invite screen, against real daemons ------------------------------------------------
