@@ -201,6 +201,9 @@ def build_parser() -> Parser:
     from p2pid.cli_kiosks import add_kiosk_commands
 
     add_kiosk_commands(commands)
+    from p2pid.cli_groups import add_group_commands
+
+    add_group_commands(commands)
     demo = commands.add_parser(
         "demo", help="two local nodes on loopback, contacts, chatting; the TUI on one of them"
     )
@@ -588,6 +591,15 @@ KIOSK_COMMAND_NAMES = (
 COMMANDS.update(dict.fromkeys(KIOSK_COMMAND_NAMES, cmd_kiosk_family))
 
 
+def cmd_group_family(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid.cli_groups import GROUP_COMMANDS
+
+    return GROUP_COMMANDS[args.command](home, args, output)
+
+
+COMMANDS.update(dict.fromkeys(("groups", "group"), cmd_group_family))
+
+
 # -- human output ----------------------------------------------------------------------------
 
 
@@ -766,6 +778,12 @@ def format_event(event: dict[str, Any]) -> str:
         ids = ", ".join(message_id[:8] for message_id in event["message_ids"][:5])
         more = f" and {len(event['message_ids']) - 5} more" if len(event["message_ids"]) > 5 else ""
         return f"{clock}  {event['state']}: {ids}{more}"
+    if kind.startswith("group."):
+        from p2pid.cli_groups import format_group_event
+
+        line = format_group_event(event, clock)
+        if line is not None:
+            return line
     details = {k: v for k, v in event.items() if k not in ("type", "at_ms")}
     return f"{clock}  {kind}  {json.dumps(details, ensure_ascii=False)}"
 

@@ -35,6 +35,7 @@ from p2pid.device_sync import (
     replace_profile,
 )
 from p2pid.events import now_ms
+from p2pid.groups.engine import MEGOLM_OUTBOX_PREFIX, Effects, GroupRefusal, Recipient
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols.messaging import DropReason, check_header, serve_messages
 from p2pid.store import contacts as contact_queries
@@ -66,6 +67,10 @@ from p2pid.wire.messages import (
     DeliveryReceipt,
     DeviceListUpdate,
     Envelope,
+    GroupKey,
+    GroupOps,
+    GroupReadCopy,
+    GroupReceipt,
     MessagePage,
     MessageReceived,
     MessagesDropped,
@@ -91,6 +96,8 @@ from p2pid.wire.messages import (
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
+
+    from p2pid.groups.service import Groups
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +126,7 @@ class _Refused(Exception):
         self.result = result
 
 
-@dataclass(frozen=True)
-class _Recipient:
-    identity_key: bytes
-    peer_id: str
-    device_key: bytes
-    curve25519: str
-    # For a device no longer in any list (just revoked): the prekey to use, as none is stored.
-    fallback_key: str | None = None
+_Recipient = Recipient
 
 
 @dataclass
@@ -143,6 +143,7 @@ class _BatchOutcome:
     revoked: bool = False  # a newer list of my own devices leaves this one out
     hints: dict[str, list[str]] = field(default_factory=dict)  # addresses of new devices
     profile_copied: bool = False  # my profile changed (from another device of mine)
+    group: Effects = field(default_factory=Effects)  # what group bodies did
 
 
 def message_view(row: MessageRow) -> MessageView:
@@ -203,6 +204,7 @@ class Messaging:
         self.on_revoked: Callable[[], None] = lambda: None
         # Called once a copy of my profile from another device of mine was committed.
         self.on_profile_copied: Callable[[], None] = lambda: None
+        self.groups: Groups | None = None  # set by the node: group bodies and envelopes go there
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cutoff = now_ms() - RECEIVED_ENVELOPES_KEPT_MS
@@ -330,10 +332,49 @@ class Messaging:
             queued += self._queue_copies(conn, message_id, copy, now)
         return row, queued
 
+    def compose_for_groups(
+        self,
+        conn: Connection,
+        identity_key: bytes,
+        body: Body,
+        now: int,
+        devices: Sequence[Recipient] | None,
+    ) -> list[str]:
+        """Queue a body (not a text) to a person's devices, or to `devices` of theirs."""
+        return self._compose(conn, identity_key, body, now, devices)[1]
+
+    def enqueue_raw(
+        self,
+        conn: Connection,
+        message_id: bytes,
+        recipient: Recipient,
+        envelope: bytes,
+        session_id: str,
+        now: int,
+    ) -> None:
+        """Queue an envelope sealed elsewhere (a group message) for one device."""
+        message_queries.enqueue(
+            conn,
+            NewOutboxEntry(
+                message_id=message_id,
+                recipient_identity=recipient.identity_key,
+                recipient_device=recipient.peer_id,
+                payload=b"",
+                envelope=envelope,
+                session_id=session_id,
+                created_at=now,
+            ),
+        )
+
+    def kick_device(self, peer_id: str) -> None:
+        self._courier.kick(peer_id)
+
     def _recipients(self, conn: Connection, identity_key: bytes) -> list[_Recipient]:
         """Every device of the person's signed device list; for my own identity, my other
         devices."""
-        contact = contact_queries.get_contact(conn, identity_key, include_self=True)
+        contact = contact_queries.get_contact(
+            conn, identity_key, include_self=True, include_group_only=True
+        )
         devices: Sequence[ContactDevice] = contact.devices if contact else ()
         return [
             _Recipient(identity_key, d.peer_id, d.device_key, d.olm_curve25519)
@@ -441,7 +482,9 @@ class Messaging:
     def _rekey(self, conn: Connection, peer_id: str, refused: Sequence[OutboxEntry]) -> None:
         """The device cannot decrypt: forget our sessions with it and re-encrypt everything
         waiting for it under a new session from a fresh prekey."""
-        contact = contact_queries.contact_for_peer(conn, peer_id, include_self=True)
+        contact = contact_queries.contact_for_peer(
+            conn, peer_id, include_self=True, include_group_only=True
+        )
         device = (
             next((d for d in contact.devices if d.peer_id == peer_id), None) if contact else None
         )
@@ -455,6 +498,8 @@ class Messaging:
         now = now_ms()
         session: OlmSession | None = None
         for entry in message_queries.pending_for_device(conn, peer_id, 1_000_000):
+            if entry.session_id.startswith(MEGOLM_OUTBOX_PREFIX):
+                continue  # a group message: Megolm, not this Olm session
             if session is None:
                 try:
                     session = self._outbound_session(conn, recipient)
@@ -515,6 +560,8 @@ class Messaging:
             self.on_revoked()
         if outcome.profile_copied:
             self.on_profile_copied()
+        if self.groups is not None:
+            self.groups.committed(outcome.group)
         return outcome.results
 
     def _accept_batch(
@@ -522,7 +569,9 @@ class Messaging:
     ) -> _BatchOutcome:
         outcome = _BatchOutcome()
         now = now_ms()
-        contact = contact_queries.contact_for_peer(conn, peer_id, include_self=True)
+        contact = contact_queries.contact_for_peer(
+            conn, peer_id, include_self=True, include_group_only=True
+        )
         delivered: list[bytes] = []
         refill = False
         for envelope in envelopes:
@@ -577,6 +626,14 @@ class Messaging:
                 outcome.duplicates += 1
                 outcome.results.append(Result.DUPLICATE)
                 return False
+            if envelope.olm_type is OlmType.MEGOLM:
+                if self._accept_group_message(conn, contact, device, envelope, now, outcome):
+                    outcome.received += 1
+                    outcome.results.append(Result.STORED)
+                else:
+                    outcome.duplicates += 1
+                    outcome.results.append(Result.DUPLICATE)
+                return False
             plaintext, opened = self._decrypt(conn, device, envelope, now)
             try:
                 payload = decode_payload(plaintext)
@@ -592,6 +649,29 @@ class Messaging:
         outcome.received += 1
         outcome.results.append(Result.STORED)
         return opened
+
+    def _accept_group_message(
+        self,
+        conn: Connection,
+        contact: ContactRow,
+        device: ContactDevice,
+        envelope: Envelope,
+        now: int,
+        outcome: _BatchOutcome,
+    ) -> bool:
+        """A group message (or one waiting for its key); False if it was a replay."""
+        if self.groups is None:
+            raise _Refused(DropReason.UNDECRYPTABLE, Result.REJECTED)
+        try:
+            with self.groups.lock:
+                self.groups.engine.accept_megolm(
+                    conn, contact, device, envelope, encode_envelope(envelope), now, outcome.group
+                )
+        except GroupRefusal as refusal:
+            if refusal.duplicate:
+                return False
+            raise _Refused(refusal.reason, Result.REJECTED) from None
+        return True
 
     def _decrypt(
         self, conn: Connection, device: ContactDevice, envelope: Envelope, now: int
@@ -632,10 +712,17 @@ class Messaging:
     ) -> None:
         body = payload.body
         sender = contact.identity_key
+        if isinstance(body, GroupOps | GroupKey | GroupReceipt):
+            self._apply_group_body(conn, contact, device, body, now, outcome)
+            return
+        if contact.group_only and not isinstance(body, DeviceListUpdate | PrekeyRefill):
+            raise _Refused(DropReason.NOT_CONTACT, Result.REJECTED)
         if sender == self._identity_key:
             self._apply_from_my_device(conn, device, payload, now, outcome)
             return
-        if isinstance(body, SentCopy | ContactCopy | ReadCopy | ContactRemoval | ProfileCopy):
+        if isinstance(
+            body, SentCopy | ContactCopy | ReadCopy | ContactRemoval | ProfileCopy | GroupReadCopy
+        ):
             raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
         if isinstance(body, DeviceListUpdate):
             self._apply_contact_device_list(conn, contact, body, now, outcome)
@@ -681,6 +768,29 @@ class Messaging:
             contact_queries.set_device_prekeys(
                 conn, device.peer_id, body.prekeys.one_time_keys, body.prekeys.fallback_key
             )
+
+    def _apply_group_body(
+        self,
+        conn: Connection,
+        contact: ContactRow,
+        device: ContactDevice,
+        body: GroupOps | GroupKey | GroupReceipt,
+        now: int,
+        outcome: _BatchOutcome,
+    ) -> None:
+        groups = self.groups
+        if groups is None:
+            raise _Refused(DropReason.BAD_PAYLOAD, Result.REJECTED)
+        try:
+            with groups.lock:
+                if isinstance(body, GroupOps):
+                    groups.engine.apply_ops(conn, contact, body, now, outcome.group)
+                elif isinstance(body, GroupKey):
+                    groups.engine.take_key(conn, contact, device, body, now, outcome.group)
+                else:
+                    groups.apply_receipt(conn, contact, body, now, outcome.group)
+        except GroupRefusal as refusal:
+            raise _Refused(refusal.reason, Result.REJECTED) from None
 
     def _apply_from_my_device(
         self,
@@ -734,6 +844,9 @@ class Messaging:
             if body.identity_key != self._identity_key:
                 contact_queries.remove_contact(conn, body.identity_key)
                 message_queries.drop_outbox_for_identity(conn, body.identity_key)
+        elif isinstance(body, GroupReadCopy):
+            if self.groups is not None:
+                self.groups.apply_read_copy(conn, body, now)
         elif isinstance(body, ReadCopy):
             read = message_queries.get_conversation(conn, body.conversation_with)
             if read is not None and read.unread:
@@ -855,7 +968,7 @@ class Messaging:
         def write(conn: Connection) -> list[str]:
             now = now_ms()
             devices: list[str] = []
-            for contact in contact_queries.list_contacts(conn):
+            for contact in contact_queries.list_known_people(conn):
                 if contact.blocked:
                     continue
                 devices += self._compose(conn, contact.identity_key, body, now)[1]

@@ -20,6 +20,7 @@ from p2pid.contacts import Contacts, ContactsError, parse_invite_code
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
 from p2pid.devices import Devices
 from p2pid.events import EventBus, now_ms
+from p2pid.groups.service import Groups
 from p2pid.kiosk.service import KioskConfig, KioskService
 from p2pid.kiosks import Kiosks, Pairable
 from p2pid.messaging import Messaging
@@ -166,6 +167,16 @@ class Node:
         self.messaging = Messaging(
             store=store, net=net, keys=self.keys, vault_key=vault_key, publish=events.publish
         )
+        self.groups = Groups(
+            store=store,
+            net=net,
+            keys=self.keys,
+            vault_key=vault_key,
+            messaging=self.messaging,
+            publish=events.publish,
+            display_name=lambda: self.identity.name,
+        )
+        self.messaging.groups = self.groups
         self.kiosks = Kiosks(
             store=store,
             net=net,
@@ -287,6 +298,7 @@ class Node:
             await node.contacts.start()
             await nursery.start(node.verifications.run)
             await nursery.start(node.messaging.run)
+            await nursery.start(node.groups.run)
             if node.kiosk is not None:
                 await nursery.start(node.kiosk.run)
             node._serve_protocols()
@@ -377,6 +389,7 @@ class Node:
                 self._nursery.start_soon(self.profile.push_pending, peer_id)
                 self.messaging.kick(peer_id)
                 self._nursery.start_soon(self._remember_contact_addrs, peer_id)
+                self._nursery.start_soon(self.groups.on_connected, peer_id)
             else:
                 event = events.PeerDisconnected(at_ms=now_ms(), peer_id=peer_id)
             self.events.publish(event)

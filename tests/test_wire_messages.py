@@ -99,7 +99,7 @@ def test_payloads_round_trip(body: object) -> None:
         ({"message_id": b"short"}, "message_id"),
         ({"sender_identity": b"\x00" * 31}, "sender_identity"),
         ({"recipient_device": b"\x00" * 33}, "recipient_device"),
-        ({"olm_type": 2}, "olm_type"),
+        ({"olm_type": 3}, "olm_type"),
         ({"body": b""}, "body"),
         ({"body": b"x" * (MAX_BODY_BYTES + 1)}, "body"),
     ],

@@ -115,6 +115,7 @@ class ContactRow:
     updated_at: int
     devices: tuple[ContactDevice, ...]  # by peer_id
     identity_key_changed: bool  # one of its devices presented another identity (unresolved)
+    group_only: bool = False  # not a contact: a member of a group of mine, for its traffic only
 
     @property
     def verified(self) -> bool:
@@ -150,9 +151,17 @@ class IdentityKeyChangeRow:
 
 
 def upsert_contact(
-    conn: Connection, record: ContactRecord, now_ms: int, *, added_at: int | None = None
+    conn: Connection,
+    record: ContactRecord,
+    now_ms: int,
+    *,
+    added_at: int | None = None,
+    group_only: bool = False,
 ) -> ContactUpsert:
     """Add a contact, or update one: the display name always, the devices only from a newer list.
+
+    `group_only` stores a new row as a group member who is not a contact. On an existing row,
+    `group_only=False` makes it a contact (if it was group-only); `True` never changes the flag.
 
     A device list whose version is not greater than the stored one is ignored. A newer one
     replaces the devices to match it: devices not in it are deleted. A device already stored
@@ -171,9 +180,12 @@ def upsert_contact(
         ).fetchone()
         if row is None:
             _check_device_owners(conn, key, record.devices)
+            # group_only is named only when set: a database before migration 6 takes a contact too
+            flag = (", group_only", ", 1") if group_only else ("", "")
             conn.execute(
                 "INSERT INTO contacts (identity_key, display_name, device_list,"
-                " device_list_version, added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                f" device_list_version, added_at, updated_at{flag[0]})"
+                f" VALUES (?, ?, ?, ?, ?, ?{flag[1]})",
                 (
                     key,
                     record.display_name,
@@ -185,6 +197,12 @@ def upsert_contact(
             )
             _replace_devices(conn, key, record.devices)
             return ContactUpsert.ADDED
+        if not group_only:
+            conn.execute(
+                "UPDATE contacts SET group_only = 0, updated_at = ?"
+                " WHERE identity_key = ? AND group_only",
+                (now_ms, key),
+            )
         stored_name, stored_version = str(row[0]), int(row[1])
         if record.device_list_version > stored_version:
             _check_device_owners(conn, key, record.devices)
@@ -226,27 +244,41 @@ def set_verified(conn: Connection, identity_key: bytes, by: VerifiedBy | None, n
 
 
 def get_contact(
-    conn: Connection, identity_key: bytes, *, include_self: bool = False
+    conn: Connection,
+    identity_key: bytes,
+    *,
+    include_self: bool = False,
+    include_group_only: bool = False,
 ) -> ContactRow | None:
     """The contact with this identity key. My own identity's row (my other devices) only if
-    `include_self`."""
-    where = "WHERE c.identity_key = ?" + ("" if include_self else " AND NOT c.is_self")
+    `include_self`, a group member who is not a contact only if `include_group_only`."""
+    where = "WHERE c.identity_key = ?" + _hidden_rows(include_self, include_group_only)
     rows = _select_contacts(conn, where, (identity_key,))
     return rows[0] if rows else None
 
 
 def contact_for_peer(
-    conn: Connection, peer_id: str, *, include_self: bool = False
+    conn: Connection,
+    peer_id: str,
+    *,
+    include_self: bool = False,
+    include_group_only: bool = False,
 ) -> ContactRow | None:
     """The contact one of whose devices is `peer_id` (with `include_self`, also my own row when
-    it is one of my other devices)."""
+    it is one of my other devices; with `include_group_only`, also a group-only member)."""
     rows = _select_contacts(
         conn,
         "WHERE c.identity_key = (SELECT identity_key FROM contact_devices WHERE peer_id = ?)"
-        + ("" if include_self else " AND NOT c.is_self"),
+        + _hidden_rows(include_self, include_group_only),
         (peer_id,),
     )
     return rows[0] if rows else None
+
+
+def _hidden_rows(include_self: bool, include_group_only: bool) -> str:
+    return ("" if include_self else " AND NOT c.is_self") + (
+        "" if include_group_only else " AND NOT c.group_only"
+    )
 
 
 def get_self(conn: Connection) -> ContactRow | None:
@@ -300,8 +332,21 @@ def list_revoked_devices(conn: Connection) -> list[RevokedDeviceRow]:
 
 
 def list_contacts(conn: Connection) -> list[ContactRow]:
-    """Every contact, blocked ones included, by name (case-insensitive)."""
-    rows = _select_contacts(conn, "WHERE NOT c.is_self", ())
+    """Every contact, blocked ones included, by name (case-insensitive). Not group-only rows."""
+    return _by_name(_select_contacts(conn, "WHERE NOT c.is_self AND NOT c.group_only", ()))
+
+
+def list_group_only(conn: Connection) -> list[ContactRow]:
+    """The group members who are not contacts, by name (case-insensitive)."""
+    return _by_name(_select_contacts(conn, "WHERE NOT c.is_self AND c.group_only", ()))
+
+
+def list_known_people(conn: Connection) -> list[ContactRow]:
+    """Contacts and group-only members (not my own row), blocked ones included, by name."""
+    return _by_name(_select_contacts(conn, "WHERE NOT c.is_self", ()))
+
+
+def _by_name(rows: list[ContactRow]) -> list[ContactRow]:
     return sorted(rows, key=lambda contact: (contact.name.casefold(), contact.identity_key))
 
 
@@ -520,7 +565,8 @@ _CONTACT_COLUMNS = (
     " b.identity_key IS NOT NULL, c.device_list, c.device_list_version, c.added_at,"
     " c.updated_at,"
     " EXISTS (SELECT 1 FROM identity_key_changes k"
-    "  WHERE k.old_identity_key = c.identity_key AND k.resolved_at IS NULL)"
+    "  WHERE k.old_identity_key = c.identity_key AND k.resolved_at IS NULL),"
+    " c.group_only"
 )
 
 
@@ -551,6 +597,7 @@ def _contact_row(row: Sequence[Any], devices: Sequence[ContactDevice]) -> Contac
         added_at,
         updated_at,
         key_changed,
+        group_only,
     ) = row
     return ContactRow(
         identity_key=bytes(identity_key),
@@ -565,6 +612,7 @@ def _contact_row(row: Sequence[Any], devices: Sequence[ContactDevice]) -> Contac
         updated_at=int(updated_at),
         devices=tuple(devices),
         identity_key_changed=bool(key_changed),
+        group_only=bool(group_only),
     )
 
 
@@ -1097,7 +1145,8 @@ def fields_visible_to(conn: Connection, identity_key: bytes | None) -> dict[str,
     'groups' fields are never visible to a contact as such."""
     rows = conn.execute(
         "SELECT f.name, f.value FROM profile_fields f WHERE f.audience = 'public'"
-        " OR (EXISTS (SELECT 1 FROM contacts c WHERE c.identity_key = ?1 AND NOT c.is_self)"
+        " OR (EXISTS (SELECT 1 FROM contacts c WHERE c.identity_key = ?1 AND NOT c.is_self"
+        "             AND NOT c.group_only)"
         "     AND NOT EXISTS (SELECT 1 FROM blocked_identities b WHERE b.identity_key = ?1)"
         "     AND (f.audience = 'contacts'"
         "          OR (f.audience = 'chosen' AND EXISTS (SELECT 1 FROM profile_field_grants g"
@@ -1153,7 +1202,8 @@ def parse_audience(value: object) -> Audience:
 
 def _require_contact(conn: Connection, identity_key: bytes) -> None:
     row = conn.execute(
-        "SELECT 1 FROM contacts WHERE identity_key = ? AND NOT is_self", (identity_key,)
+        "SELECT 1 FROM contacts WHERE identity_key = ? AND NOT is_self AND NOT group_only",
+        (identity_key,),
     ).fetchone()
     if row is None:
         raise UnknownContactError(f"no contact with identity key {bytes(identity_key).hex()}")

@@ -26,6 +26,7 @@ MESSAGE_ID_BYTES = 16
 
 OUTGOING_STATES: frozenset[str] = frozenset({"pending", "delivered", "read", "failed"})
 INCOMING_STATES: frozenset[str] = frozenset({"unread", "read"})
+CONVERSATION_KINDS: tuple[str, ...] = ("direct", "group")
 
 # Enough below SQLite's limit on bound parameters for any statement built here.
 _CHUNK = 500
@@ -92,6 +93,7 @@ class ConversationRow:
     created_at: int
     updated_at: int
     last_message: MessageRow | None  # the last in display order
+    kind: str = "direct"  # direct (peer_identity: a contact) | group (peer_identity: a group id)
 
 
 _CURSOR_TEXT = re.compile(rf"(\d+)\.(-?\d+)\.([0-9a-fA-F]{{{2 * MESSAGE_ID_BYTES}}})")
@@ -130,16 +132,25 @@ def cursor_of(message: MessageRow) -> Cursor:
 # --- conversations ------------------------------------------------------------------------
 
 
-def conversation_id_for(conn: Connection, peer_identity: bytes, now_ms: int) -> int:
-    """The id of the conversation with `peer_identity`, created (empty) if there is none."""
+def conversation_id_for(
+    conn: Connection, peer_identity: bytes, now_ms: int, kind: str = "direct"
+) -> int:
+    """The id of the conversation with `peer_identity` (a contact, or a group id for a 'group'
+    conversation), created (empty, of that kind) if there is none. A stored one keeps its kind."""
     check_blob(peer_identity, IDENTITY_KEY_BYTES, "peer identity key")
+    if kind not in CONVERSATION_KINDS:
+        raise ValueError(
+            f"unknown conversation kind {kind!r}; expected one of {CONVERSATION_KINDS}"
+        )
     row = conn.execute(
         "SELECT id FROM conversations WHERE peer_identity = ?", (peer_identity,)
     ).fetchone()
     if row is None:
+        # kind is named only for a group: a database before migration 6 takes a direct one too
+        kind_column = (", kind", ", 'group'") if kind == "group" else ("", "")
         row = conn.execute(
-            "INSERT INTO conversations (peer_identity, created_at, updated_at) VALUES (?, ?, ?)"
-            " RETURNING id",
+            f"INSERT INTO conversations (peer_identity, created_at, updated_at{kind_column[0]})"
+            f" VALUES (?, ?, ?{kind_column[1]}) RETURNING id",
             (peer_identity, now_ms, now_ms),
         ).fetchone()
     return int(row[0])
@@ -315,6 +326,16 @@ def search(
         return _search_once(conn, sql, (expression, *parameters, limit))
     except InvalidSearchError as exc:
         raise InvalidSearchError(f"cannot search for {query!r}: {exc}") from None
+
+
+def unread_messages(conn: Connection, conversation_id: int) -> list[MessageRow]:
+    """The conversation's unread incoming messages, in display order."""
+    return _select_messages(
+        conn,
+        "WHERE m.conversation_id = ? AND m.state = 'unread'"
+        " ORDER BY m.lamport, m.sent_at, m.message_id",
+        (conversation_id,),
+    )
 
 
 def mark_read(conn: Connection, conversation_id: int, now_ms: int) -> MessageRow | None:
@@ -781,7 +802,7 @@ def _select_conversations(
     conn: Connection, clause: str, parameters: tuple[object, ...]
 ) -> list[ConversationRow]:
     rows = conn.execute(
-        "SELECT c.id, c.peer_identity, c.lamport, c.unread, c.created_at, c.updated_at,"
+        "SELECT c.id, c.peer_identity, c.lamport, c.unread, c.created_at, c.updated_at, c.kind,"
         f" {_MESSAGE_COLUMNS}"
         " FROM conversations c LEFT JOIN messages m ON m.id = ("
         "  SELECT id FROM messages WHERE conversation_id = c.id"
@@ -791,8 +812,8 @@ def _select_conversations(
     ).fetchall()
     conversations = []
     for row in rows:
-        conversation_id, peer_identity, lamport, unread, created_at, updated_at = row[:6]
-        last = None if row[6] is None else _message_row(row[6:])
+        conversation_id, peer_identity, lamport, unread, created_at, updated_at, kind = row[:7]
+        last = None if row[7] is None else _message_row(row[7:])
         conversations.append(
             ConversationRow(
                 id=int(conversation_id),
@@ -802,6 +823,7 @@ def _select_conversations(
                 created_at=int(created_at),
                 updated_at=int(updated_at),
                 last_message=last,
+                kind=str(kind),
             )
         )
     return conversations

@@ -444,6 +444,143 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        version=6,
+        description="groups: the membership log, Megolm sessions, envelopes kept for catch-up,"
+        " per-member receipts, group invites and join requests",
+        statements=(
+            # A member of a group who is not my contact: a contacts row used only to encrypt
+            # and decrypt group traffic, never listed as a contact.
+            "ALTER TABLE contacts ADD COLUMN group_only INTEGER NOT NULL DEFAULT 0"
+            " CHECK (group_only IN (0, 1))",
+            # A group's conversation has peer_identity = the group id.
+            "ALTER TABLE conversations ADD COLUMN kind TEXT NOT NULL DEFAULT 'direct'"
+            " CHECK (kind IN ('direct', 'group'))",
+            # A group is its genesis op's id.
+            """
+            CREATE TABLE groups (
+                group_id BLOB PRIMARY KEY
+                    CHECK (typeof(group_id) = 'blob' AND length(group_id) = 32),
+                name TEXT NOT NULL,
+                avatar TEXT NOT NULL DEFAULT '',
+                my_role TEXT NOT NULL CHECK (my_role IN ('admin', 'member', 'left', 'removed')),
+                version INTEGER NOT NULL DEFAULT 1,  -- ops in the log
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL
+            )
+            """,
+            # The membership log: each op verbatim (an encoded SignedGroupOp), replayed in
+            # seq order.
+            """
+            CREATE TABLE group_ops (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                group_id BLOB NOT NULL REFERENCES groups ON DELETE CASCADE,
+                op_id BLOB NOT NULL,
+                signed BLOB NOT NULL,
+                received_at INTEGER NOT NULL,
+                UNIQUE (group_id, op_id)
+            )
+            """,
+            # This device's Megolm session per group. pickle: encrypted with the vault key.
+            """
+            CREATE TABLE group_outbound_sessions (
+                group_id BLOB PRIMARY KEY REFERENCES groups ON DELETE CASCADE,
+                session_id TEXT NOT NULL,
+                pickle TEXT NOT NULL,
+                -- JSON list of the PeerIds its key went to
+                shared_with TEXT NOT NULL DEFAULT '[]' CHECK (json_type(shared_with) = 'array'),
+                created_at INTEGER NOT NULL,
+                messages INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+            # The Megolm sessions of the members' devices, as their keys were shared with me.
+            """
+            CREATE TABLE group_inbound_sessions (
+                session_id TEXT PRIMARY KEY,
+                group_id BLOB NOT NULL REFERENCES groups ON DELETE CASCADE,
+                sender_identity BLOB NOT NULL,
+                sender_device_key BLOB NOT NULL,
+                sender_peer_id TEXT NOT NULL,
+                pickle TEXT NOT NULL,
+                first_index INTEGER NOT NULL,
+                share BLOB NOT NULL,  -- the encoded GroupSessionShare as received (to forward)
+                seen BLOB NOT NULL,  -- SeenIndexes.to_bytes()
+                created_at INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX group_inbound_sessions_group ON group_inbound_sessions (group_id)",
+            # Group messages as received, served to members who missed them.
+            """
+            CREATE TABLE group_envelopes (
+                message_id BLOB PRIMARY KEY CHECK (length(message_id) = 16),
+                group_id BLOB NOT NULL REFERENCES groups ON DELETE CASCADE,
+                sender_identity BLOB NOT NULL,
+                sender_device_key BLOB NOT NULL,
+                session_id TEXT NOT NULL,
+                message_index INTEGER NOT NULL,
+                ciphertext BLOB NOT NULL,  -- an encoded MegolmCiphertext
+                sent_at INTEGER NOT NULL,
+                received_at INTEGER NOT NULL
+            )
+            """,
+            """
+            CREATE INDEX group_envelopes_order
+                ON group_envelopes (group_id, sent_at, message_id)
+            """,
+            # Megolm envelopes waiting for their session's key.
+            """
+            CREATE TABLE group_held (
+                id INTEGER PRIMARY KEY,
+                session_id TEXT NOT NULL,
+                sender_peer_id TEXT NOT NULL,
+                envelope BLOB NOT NULL,
+                received_at INTEGER NOT NULL
+            )
+            """,
+            "CREATE INDEX group_held_session ON group_held (session_id)",
+            # Receipts per member, for the group messages I sent.
+            """
+            CREATE TABLE group_receipts (
+                message_id BLOB NOT NULL,
+                member_identity BLOB NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('delivered', 'read')),
+                at INTEGER NOT NULL,
+                PRIMARY KEY (message_id, member_identity)
+            ) WITHOUT ROWID
+            """,
+            # Delivery receipts to send to a group message's sender.
+            """
+            CREATE TABLE group_owed_receipts (
+                group_id BLOB NOT NULL,
+                sender_identity BLOB NOT NULL,
+                message_id BLOB NOT NULL,
+                PRIMARY KEY (sender_identity, message_id)
+            ) WITHOUT ROWID
+            """,
+            # Which group an invite (an invites row of kind 4) joins.
+            """
+            CREATE TABLE group_invites (
+                invite_id BLOB PRIMARY KEY REFERENCES invites ON DELETE CASCADE,
+                group_id BLOB NOT NULL REFERENCES groups ON DELETE CASCADE,
+                approval INTEGER NOT NULL CHECK (approval IN (0, 1))
+            )
+            """,
+            """
+            CREATE TABLE group_join_requests (
+                id INTEGER PRIMARY KEY,
+                group_id BLOB NOT NULL REFERENCES groups ON DELETE CASCADE,
+                identity_key BLOB NOT NULL,
+                peer_id TEXT NOT NULL,
+                display_name TEXT NOT NULL,
+                card BLOB NOT NULL,  -- an encoded ContactCard
+                requested_at INTEGER NOT NULL,
+                state TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'accepted', 'refused')),
+                UNIQUE (group_id, identity_key)
+            )
+            """,
+        ),
+    ),
 )
 
 

@@ -39,11 +39,13 @@ MessageId = Annotated[bytes, msgspec.Meta(min_length=MESSAGE_ID_BYTES, max_lengt
 Key = Annotated[bytes, msgspec.Meta(min_length=KEY_BYTES, max_length=KEY_BYTES)]
 Lamport = Annotated[int, msgspec.Meta(ge=1, le=MAX_LAMPORT)]
 Millis = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+SignedOpBytes = Annotated[bytes, msgspec.Meta(min_length=1, max_length=4096)]
 
 
 class OlmType(IntEnum):
     PRE_KEY = 0  # opens a session: carries the sender's keys and the one-time key it used
     NORMAL = 1
+    MEGOLM = 2  # a group message: the body is a MegolmCiphertext (p2pid.crypto.megolm)
 
 
 # -- the envelope and the stream's frames ------------------------------------------------------
@@ -168,6 +170,50 @@ class ContactCopy(msgspec.Struct, frozen=True, kw_only=True, tag="contact-copy")
     contact: ContactSnapshot
 
 
+class MemberCard(msgspec.Struct, frozen=True, kw_only=True):
+    """A group member's signed device list and Olm fallback keys, relayed to members who are not
+    their contacts (the list's signature, by the member's identity, is what makes it trusted)."""
+
+    display_name: Annotated[str, msgspec.Meta(max_length=64)]
+    device_list: SignedDeviceList
+    prekeys: Annotated[list[DevicePrekeys], msgspec.Meta(max_length=32)] = []
+    addrs: dict[
+        Annotated[str, msgspec.Meta(max_length=128)],
+        Annotated[list[Annotated[str, msgspec.Meta(max_length=256)]], msgspec.Meta(max_length=8)],
+    ] = {}
+
+
+class GroupOps(msgspec.Struct, frozen=True, kw_only=True, tag="group-ops"):
+    """Membership ops of a group (encoded SignedGroupOps, any order), and the cards of members the
+    recipient may not know. A welcome to a new member carries the whole log from the genesis."""
+
+    group_id: Key
+    ops: Annotated[list[SignedOpBytes], msgspec.Meta(max_length=64)]
+    cards: Annotated[list[MemberCard], msgspec.Meta(max_length=16)] = []
+
+
+class GroupKey(msgspec.Struct, frozen=True, kw_only=True, tag="group-key"):
+    """The sender device's Megolm session key for a group: an encoded GroupSessionShare."""
+
+    share: Annotated[bytes, msgspec.Meta(max_length=1024)]
+
+
+class GroupReceipt(msgspec.Struct, frozen=True, kw_only=True, tag="group-receipt"):
+    """To a group message's sender: these of their messages reached me (`read` False) or I read
+    the group up to and including them (`read` True)."""
+
+    group_id: Key
+    message_ids: Annotated[list[MessageId], msgspec.Meta(min_length=1, max_length=MAX_RECEIPT_IDS)]
+    read: bool = False
+
+
+class GroupReadCopy(msgspec.Struct, frozen=True, kw_only=True, tag="group-read-copy"):
+    """To my other devices: I read the group up to and including `up_to`."""
+
+    group_id: Key
+    up_to: MessageId
+
+
 Body = (
     Text
     | DeliveryReceipt
@@ -179,6 +225,10 @@ Body = (
     | ReadCopy
     | ContactRemoval
     | ProfileCopy
+    | GroupOps
+    | GroupKey
+    | GroupReceipt
+    | GroupReadCopy
 )
 
 
