@@ -1073,6 +1073,7 @@ class Messaging:
 
     async def conversations(self, names: dict[bytes, str]) -> list[ConversationSummary]:
         rows = await self._store.read(message_queries.list_conversations)
+        rows = [row for row in rows if row.kind == "direct"]  # groups are listed by `groups`
         return [
             ConversationSummary(
                 conversation_id=identity_id_from_public_key(row.peer_identity),

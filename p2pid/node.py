@@ -175,6 +175,8 @@ class Node:
             messaging=self.messaging,
             publish=events.publish,
             display_name=lambda: self.identity.name,
+            addrs=self.reachable_addrs,
+            contacts=self.contacts,
         )
         self.messaging.groups = self.groups
         self.kiosks = Kiosks(
@@ -311,11 +313,11 @@ class Node:
             nursery.cancel_scope.cancel()
 
     async def _greet_known_devices(self) -> None:
-        """Connect to my contacts' and my own devices at start: they learn where this device
-        listens now (identify) and hand over what waited for it."""
+        """Connect to my contacts', fellow group members' and my own devices at start: they
+        learn where this device listens now (identify) and hand over what waited for it."""
 
         def devices(conn: Connection) -> list[str]:
-            rows = contact_queries.list_contacts(conn)
+            rows = contact_queries.list_known_people(conn)  # fellow group members too
             mine = contact_queries.get_self(conn)
             return [
                 d.peer_id
@@ -419,7 +421,9 @@ class Node:
         """Keep where a contact's device listens, so its outbox can reach it after a restart."""
         if (
             await self.store.read(
-                lambda conn: contact_queries.contact_for_peer(conn, peer_id, include_self=True)
+                lambda conn: contact_queries.contact_for_peer(
+                    conn, peer_id, include_self=True, include_group_only=True
+                )
             )
             is None
         ):

@@ -543,23 +543,8 @@ def test_watch_shows_group_events_readably() -> None:
 
 # -- end to end, through real daemons -----------------------------------------------------------
 
+
 # The whole service API of the contract: until all of it is in, these tests are skipped.
-SERVICE_API = (
-    *("list_groups", "create", "show", "add", "remove", "leave", "promote", "demote"),
-    *("rename", "send", "messages", "mark_read", "receipts", "sync"),
-    *("create_invite", "join", "join_requests", "answer_join"),
-)
-
-
-def _service_ready() -> bool:
-    """Whether the node's groups service is complete (it is being written)."""
-    try:
-        from p2pid.groups.service import Groups
-    except ImportError:
-        return False
-    return all(callable(getattr(Groups, name, None)) for name in SERVICE_API)
-
-
 def texts(home: Path, group_id: str) -> list[str]:
     page = call(home, "group.messages", group=group_id, limit=500)
     return [m["text"] for m in page["messages"]]
@@ -569,7 +554,6 @@ def role_in(home: Path, group_id: str) -> str | None:
     return next((g["my_role"] for g in call(home, "groups") if g["group_id"] == group_id), None)
 
 
-@pytest.mark.skipif(not _service_ready(), reason="the groups service is not complete yet")
 def test_groups_through_daemons(tmp_path: Path) -> None:
     alice, bob, carol = tmp_path / "alice", tmp_path / "bob", tmp_path / "carol"
     with running_daemon(alice, "Alice"), running_daemon(bob, "Bob"), running_daemon(carol, "Carol"):
@@ -624,7 +608,6 @@ def test_groups_through_daemons(tmp_path: Path) -> None:
         assert json.loads(refused.stdout)["error"]["code"] == ErrorCode.REFUSED
 
 
-@pytest.mark.skipif(not _service_ready(), reason="the groups service is not complete yet")
 def test_group_invites_through_daemons(tmp_path: Path) -> None:
     alice, dave, erin = tmp_path / "alice", tmp_path / "dave", tmp_path / "erin"
     with running_daemon(alice, "Alice"), running_daemon(dave, "Dave"), running_daemon(erin, "Erin"):

@@ -508,6 +508,11 @@ def _signing_key(session_id: str) -> bytes:
     return _b64decode(session_id)
 
 
+def is_forwarded(share: GroupSessionShare) -> bool:
+    """Whether the share carries an exported key (forwarded by a member), not the owner's own."""
+    return _key_version(share.session_key) == _EXPORTED_KEY_VERSION
+
+
 def _key_version(session_key: str) -> int:
     try:
         raw = _b64decode(session_key)

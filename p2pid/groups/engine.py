@@ -8,6 +8,7 @@ inside store calls, which the store runs one at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +29,7 @@ from p2pid.crypto.megolm import (
     decode_share,
     encode_share,
     forward_share,
+    is_forwarded,
     open_share,
 )
 from p2pid.device_sync import fallback_prekeys, known_addrs, record_from_list, split_signed_list
@@ -150,6 +152,7 @@ class GroupEngine:
         vault_key: bytes,
         compose: Compose,
         enqueue_raw: EnqueueRaw,
+        own_addrs: Callable[[], list[str]],
     ) -> None:
         self.me = identity_key
         self.identity_signing_key = identity_signing_key
@@ -159,6 +162,7 @@ class GroupEngine:
         self.vault_key = vault_key
         self._compose = compose
         self._enqueue_raw = enqueue_raw
+        self._own_addrs = own_addrs
         self.logs: dict[bytes, GroupLog] = {}
         # Welcomes arriving in several bodies: the log until it makes me a member.
         self._arriving: dict[bytes, GroupLog] = {}
@@ -218,6 +222,7 @@ class GroupEngine:
             own = queries.load_fallback_key(conn)
             if own is not None:
                 prekeys.append(DevicePrekeys(device_key=self.device_key, fallback_key=own))
+            addrs = {**addrs, self.peer_id: self._own_addrs()}
         return MemberCard(
             display_name=(person.display_name or "?")[:64],
             device_list=split_signed_list(person.device_list),
@@ -237,6 +242,9 @@ class GroupEngine:
             return False
         if identity_key == self.me:
             return False
+        known = self.person(conn, identity_key)
+        if known is not None and not known.group_only:  # a contact keeps the name they gave me
+            record = dataclasses.replace(record, display_name=known.display_name)
         try:
             contact_queries.upsert_contact(conn, record, now, group_only=True)
         except DeviceConflictError:
@@ -391,7 +399,9 @@ class GroupEngine:
             self.store_ops(conn, group_log, group_log.ops(), now)
         for identity_key, card in self._cards_by_identity(body.cards):
             if state.is_member(identity_key):
-                self.take_card(conn, identity_key, card, now, effects)
+                new_to_me = self.person(conn, identity_key) is None
+                if self.take_card(conn, identity_key, card, now, effects) and new_to_me:
+                    self._introduce_myself(conn, body.group_id, identity_key, now, effects)
         if any(isinstance(r, Pending) for r in results):
             sender_devices = [d.peer_id for d in sender.devices]
             effects.sync.update((body.group_id, p) for p in sender_devices[:1])
@@ -399,6 +409,14 @@ class GroupEngine:
             self.announce_change(group_log, before, now, effects)
         if not state.is_member(self.me):
             group_queries.delete_outbound(conn, body.group_id)
+
+    def _introduce_myself(
+        self, conn: Connection, group_id: bytes, identity_key: bytes, now: int, effects: Effects
+    ) -> None:
+        """To a member I just learnt of: my own card (where my devices listen now)."""
+        card = self.card_of(conn, self.me, {})
+        if card is not None:
+            self._send_ops(conn, group_id, identity_key, [], [card], now, effects)
 
     def _cards_by_identity(self, cards: Sequence[MemberCard]) -> list[tuple[bytes, MemberCard]]:
         found = []
@@ -454,7 +472,15 @@ class GroupEngine:
                 share.sender_device_key,
             ):
                 raise GroupRefusal(DropReason.FORGED_PAYLOAD)  # the first binding wins
-            if known.first_index <= share.first_index:
+            # The owner's key wins over a member's export (which may hold a bogus ratchet);
+            # between keys of one kind, the one reaching further back.
+            forwarded, known_forwarded = (
+                is_forwarded(share),
+                is_forwarded(decode_share(known.share)),
+            )
+            if forwarded and not known_forwarded:
+                return False
+            if forwarded == known_forwarded and known.first_index <= share.first_index:
                 return False
         group_queries.save_inbound(
             conn,

@@ -26,8 +26,11 @@ from p2pid.groups.engine import (
     my_role,
 )
 from p2pid.groups.errors import GroupsError
+from p2pid.groups.history import HistoryRequesterBackend, HistoryResponderBackend
+from p2pid.groups.invites import GroupInvites
 from p2pid.groups.membership import GroupError, GroupLog, GroupState, Member
 from p2pid.net.host import NetHost
+from p2pid.protocols.group_history import GroupHistoryServer, HistoryError, fetch_history
 from p2pid.protocols.group_sync import GroupSyncServer, SyncError, SyncGroup, SyncReport, sync_group
 from p2pid.protocols.messaging import DropReason
 from p2pid.store import contacts as contact_queries
@@ -39,6 +42,9 @@ from p2pid.store.messages import Cursor, MessageRow
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire.events import Event
 from p2pid.wire.group_views import (
+    GroupInviteCreated,
+    GroupJoinRequestView,
+    GroupJoinResult,
     GroupMemberView,
     GroupMessageReceipts,
     GroupMessageStateChanged,
@@ -71,6 +77,7 @@ from p2pid.wire.messages import (
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
+    from p2pid.contacts import Contacts
     from p2pid.messaging import Messaging
 
 log = logging.getLogger(__name__)
@@ -92,6 +99,8 @@ class Groups:
         messaging: Messaging,
         publish: Callable[[Event], None],
         display_name: Callable[[], str],
+        addrs: Callable[[], list[str]],
+        contacts: Contacts,
     ) -> None:
         self._store = store
         self._net = net
@@ -107,6 +116,7 @@ class Groups:
             vault_key=vault_key,
             compose=messaging.compose_for_groups,
             enqueue_raw=messaging.enqueue_raw,
+            own_addrs=addrs,
         )
         self._receipts_owed = trio.Event()
         self._last_sync: dict[str, float] = {}
@@ -114,12 +124,26 @@ class Groups:
         self._sync_server = GroupSyncServer(self._sync_lookup, on_accepted=self._synced)
         self._device_owners: dict[str, bytes] = {}  # PeerId -> identity, for sync requests
         self._responder_copies: dict[bytes, list[GroupLog]] = {}
+        self.invites = GroupInvites(
+            store=store,
+            net=net,
+            engine=self.engine,
+            lock=self.lock,
+            contacts=contacts,
+            addrs=addrs,
+            write=self._write,
+            publish=publish,
+        )
 
     # -- running -------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._store.read(self._load)
         self._sync_server.install(self._net)
+        self.invites.install()
+        GroupHistoryServer(HistoryResponderBackend(self._store, self.engine, self.lock)).install(
+            self._net
+        )
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._send_owed_receipts)
@@ -607,6 +631,26 @@ class Groups:
 
         return await self._store.read(read)
 
+    # -- invites by code ------------------------------------------------------------------------
+
+    async def create_invite(
+        self, group: str, uses: int, ttl_seconds: int, approval: bool
+    ) -> GroupInviteCreated:
+        return await self.invites.create(await self._find(group), uses, ttl_seconds, approval)
+
+    async def join(self, code: str) -> GroupJoinResult:
+        joined = await self.invites.join(code)
+        if not joined.admitted:
+            return GroupJoinResult(state="waiting", group=None)
+        return GroupJoinResult(state="joined", group=await self.show(joined.group_id.hex()))
+
+    async def join_requests(self) -> list[GroupJoinRequestView]:
+        return await self.invites.requests()
+
+    async def answer_join(self, request_id: str, accept: bool) -> GroupView | None:
+        group_id = await self.invites.answer(request_id, accept)
+        return await self.show(group_id.hex()) if group_id is not None else None
+
     # -- catching up ---------------------------------------------------------------------------
 
     def _sync_lookup(self, group_id: bytes) -> SyncGroup | None:
@@ -669,7 +713,7 @@ class Groups:
                 log.info("group catch-up from %s failed: %s", peer_id, error)
                 continue
             except Exception as error:  # dial errors and the like: try the next member
-                log.info("group catch-up from %s failed: %r", peer_id, error)
+                log.info("group catch-up from %s failed: %r", peer_id, error, exc_info=True)
                 continue
             return GroupSyncResult(group_id=group_hex(group_id), ops=ops, messages=messages)
         raise GroupsError("unreachable", "no member device of this group answered")
@@ -691,7 +735,26 @@ class Groups:
         return len(report.accepted), messages
 
     async def _fetch_history(self, group_id: bytes, peer_id: str) -> int:
-        return 0  # wired to /p2pid/group-history/1 below once it lands
+        """Fetch the group messages this device lacks from the member device `peer_id`."""
+
+        def device_key(conn: Connection) -> bytes | None:
+            person = contact_queries.contact_for_peer(
+                conn, peer_id, include_self=True, include_group_only=True
+            )
+            device = (
+                next((d for d in person.devices if d.peer_id == peer_id), None) if person else None
+            )
+            return device.device_key if device else None
+
+        via = await self._store.read(device_key)
+        if via is None:
+            return 0
+        backend = HistoryRequesterBackend(self._store, self.engine, self.lock, via, self.committed)
+        try:
+            await fetch_history(self._net, peer_id, group_id, 0, backend)
+        except HistoryError as error:
+            log.info("group history from %s: %s (%d taken)", peer_id, error, backend.accepted)
+        return backend.accepted
 
     async def _catch_up_quietly(self, group_id: bytes, peer_id: str) -> None:
         now = trio.current_time()

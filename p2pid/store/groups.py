@@ -167,6 +167,14 @@ def ops_of(conn: Connection, group_id: bytes) -> list[bytes]:
     return [bytes(signed) for (signed,) in rows]
 
 
+def op_received_at(conn: Connection, group_id: bytes, op_id: bytes) -> int | None:
+    """When this device stored the op (its own clock), if it holds it."""
+    row = conn.execute(
+        "SELECT received_at FROM group_ops WHERE group_id = ? AND op_id = ?", (group_id, op_id)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 # --- Megolm sessions ----------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """The p2pid TUI. Thin: connects to the daemon, routes its events, and switches sections.
 
 Sections are Textual modes (each keeps its own screen stack): chats, contacts, invite, join,
-profile, nearby, devices, kiosks. Later features (groups, files) add a mode, a key and a
+profile, nearby, devices, kiosks, groups. Later features (files) add a mode, a key and a
 command here. Daemon events go out on the `daemon_events` signal; a widget that subscribes is
 unsubscribed when it is removed, so an event arriving while a screen is torn down reaches nobody.
 """
@@ -26,6 +26,7 @@ from p2pid.tui.link import DaemonLink, DaemonOptions, Link
 from p2pid.tui.screens.chats import ChatsScreen
 from p2pid.tui.screens.contacts import ContactsScreen
 from p2pid.tui.screens.devices import DevicesScreen
+from p2pid.tui.screens.groups import GroupsScreen
 from p2pid.tui.screens.help import HelpScreen
 from p2pid.tui.screens.invite import InviteScreen, JoinScreen
 from p2pid.tui.screens.kiosk_people import ask_approval
@@ -46,6 +47,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "nearby": ("Nearby", "peers found on this network"),
     "devices": ("Devices", "my devices: approve a new one, revoke one"),
     "kiosks": ("Kiosks", "pair with a kiosk or TV, run its routines, log out"),
+    "groups": ("Groups", "group chats, their members, invites and join requests"),
 }
 
 
@@ -61,6 +63,7 @@ class P2pidApp(App[None]):
         "nearby": NearbyScreen,
         "devices": DevicesScreen,
         "kiosks": KiosksScreen,
+        "groups": GroupsScreen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
@@ -72,6 +75,7 @@ class P2pidApp(App[None]):
         Binding("f7", "section('nearby')", "Nearby"),
         Binding("f8", "section('devices')", "Devices"),
         Binding("f9", "section('kiosks')", "Kiosks"),
+        Binding("f10", "section('groups')", "Groups"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -158,6 +162,18 @@ class P2pidApp(App[None]):
             self.notify("is now linked to your identity (F8)", title=str(event.get("name")))
         elif kind == "device.revoked":
             self.notify("was revoked (F8)", title=str(event.get("name")))
+        elif kind == "group.message_received":
+            if event.get("group_id") != self.viewing_conversation:
+                text = str(event["message"]["text"])
+                title = f"{event.get('sender_name', 'message')} in {event.get('group_name')}"
+                self.notify(text[:120], title=title)
+        elif kind == "group.join_requested":
+            request = event.get("request", {})
+            self.notify(
+                f"asks to join {request.get('group_name')} (F10, r)", title=str(request.get("name"))
+            )
+        elif kind == "group.changed" and event.get("my_role") == "removed":
+            self.notify("an admin removed you from this group", title=str(event.get("name")))
         elif kind == "kiosk.approval_requested":
             ask_approval(self, event)  # "Allow <person> on <kiosk>?", wherever the person is
         elif kind == "daemon.stopping":
