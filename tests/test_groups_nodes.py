@@ -128,6 +128,11 @@ async def test_a_group_of_three_chats_and_a_removed_member_reads_nothing_new(
         with pytest.raises(GroupsError, match="no longer a member"):
             await carol.node.groups.send(group, "still here?")
 
+        left = await bob.node.groups.leave(group)
+        assert left.my_role == "left" and "Bob" not in {m.name for m in left.members}
+        await eventually(lambda: alice.node.groups.show(group), lambda v: len(v.members) == 1)
+        assert (await group_of(bob, "Family")) is not None  # the history stays with him
+
 
 async def test_a_member_who_was_offline_catches_up_from_another_member_once_the_sender_is_gone(
     tmp_path: Path,

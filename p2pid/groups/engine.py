@@ -272,12 +272,16 @@ class GroupEngine:
             conn, group_log.group_id, [(op_id_of(op.body), encode_signed_op(op)) for op in ops], now
         )
         state = group_log.state
+        role = my_role(state, self.me)
+        row = group_queries.get_group(conn, group_log.group_id)
+        if role == "removed" and row is not None and row.my_role == "left":
+            role = "left"  # I left it myself
         group_queries.update_group(
             conn,
             group_log.group_id,
             name=state.name,
             avatar=state.avatar,
-            my_role=my_role(state, self.me),
+            my_role=role,
             version=state.version,
             now_ms=now,
         )

@@ -85,6 +85,7 @@ _T = TypeVar("_T")
 
 MAX_PAGE = 500
 RECEIPT_COALESCE_SECONDS = 0.02
+HELD_KEPT_MS = 7 * 24 * 3600 * 1000  # a group message whose key never came is dropped then
 SYNC_INTERVAL_SECONDS = 60.0  # at most one automatic catch-up per member device and minute
 
 
@@ -139,6 +140,8 @@ class Groups:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._store.read(self._load)
+        cutoff = now_ms() - HELD_KEPT_MS
+        await self._store.write(lambda conn: group_queries.prune_held(conn, cutoff))
         self._sync_server.install(self._net)
         self.invites.install()
         GroupHistoryServer(HistoryResponderBackend(self._store, self.engine, self.lock)).install(
@@ -427,6 +430,18 @@ class Groups:
             signed = self._guarded(
                 lambda: group_log.author_op(self.engine.identity_signing_key, op, now)
             )
+            if isinstance(op, Leave):
+                row = group_queries.get_group(conn, group_id)
+                assert row is not None
+                group_queries.update_group(
+                    conn,
+                    group_id,
+                    name=row.name,
+                    avatar=row.avatar,
+                    my_role="left",
+                    version=row.version,
+                    now_ms=now,
+                )
             self.engine.store_ops(conn, group_log, [signed], now)
             leaving = [self._me] if isinstance(op, Leave) else []
             self.engine.distribute_ops(
