@@ -1063,7 +1063,12 @@ class Messaging:
                 if conversation is None:
                     return []
                 conversation_id = conversation.id
-            return message_queries.search(conn, query, conversation_id, limit)
+            rows = message_queries.search(conn, query, conversation_id, limit)
+            groups = {
+                int(id)
+                for (id,) in conn.execute("SELECT id FROM conversations WHERE kind = 'group'")
+            }
+            return [row for row in rows if row.conversation_id not in groups]
 
         try:
             rows = await self._store.read(read)

@@ -287,9 +287,15 @@ class GroupEngine:
         )
 
     def announce_change(
-        self, group_log: GroupLog, before: GroupState | None, now: int, effects: Effects
+        self,
+        conn: Connection,
+        group_log: GroupLog,
+        before: GroupState | None,
+        now: int,
+        effects: Effects,
     ) -> None:
         after = group_log.state
+        row = group_queries.get_group(conn, group_log.group_id)
         if before is not None:
             diff = changes(before, after)
             if diff.empty:
@@ -302,7 +308,7 @@ class GroupEngine:
                 at_ms=now,
                 group_id=group_hex(group_log.group_id),
                 name=after.name,
-                my_role=my_role(after, self.me),
+                my_role=row.my_role if row is not None else my_role(after, self.me),
                 added=sorted(identity_id_from_public_key(k) for k in added),
                 removed=sorted(identity_id_from_public_key(k) for k in removed),
             )
@@ -410,7 +416,7 @@ class GroupEngine:
             sender_devices = [d.peer_id for d in sender.devices]
             effects.sync.update((body.group_id, p) for p in sender_devices[:1])
         if any(isinstance(r, Accepted | Duplicate) for r in results) or created:
-            self.announce_change(group_log, before, now, effects)
+            self.announce_change(conn, group_log, before, now, effects)
         if not state.is_member(self.me):
             group_queries.delete_outbound(conn, body.group_id)
 
@@ -717,8 +723,9 @@ class GroupEngine:
             for recipient in newcomers:
                 by_identity.setdefault(recipient.identity_key, []).append(recipient)
             for identity_key, devices in by_identity.items():
-                effects.kick.update(self._compose(conn, identity_key, key, now, devices))
-                shared.update(d.peer_id for d in devices)
+                queued = self._compose(conn, identity_key, key, now, devices)
+                effects.kick.update(queued)
+                shared.update(queued)  # a device without Olm keys gets the key at a later send
         conversation = message_queries.conversation_id_for(conn, group_id, now, "group")
         lamport = min(message_queries.next_lamport(conn, conversation), MAX_LAMPORT)
         message_id = os.urandom(MESSAGE_ID_BYTES)

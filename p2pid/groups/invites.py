@@ -19,7 +19,14 @@ from p2pid.crypto.identity import identity_id_from_public_key, peer_id_from_publ
 from p2pid.crypto.invites import new_invite
 from p2pid.device_sync import known_addrs
 from p2pid.events import now_ms
-from p2pid.groups.engine import Effects, GroupEngine, GroupRefusal, group_hex
+from p2pid.groups.engine import (
+    MAX_MEMBER_DEVICES,
+    MAX_MEMBERS,
+    Effects,
+    GroupEngine,
+    GroupRefusal,
+    group_hex,
+)
 from p2pid.groups.errors import GroupsError
 from p2pid.groups.membership import GroupError
 from p2pid.net import NetError
@@ -190,6 +197,10 @@ class GroupInvites:
             if group_log.state.is_member(joiner.identity_key):
                 answer.append(self._admitted(conn, card, group_id))
                 return
+            full = self._full(conn, group_id, len(joiner.devices.body.devices))
+            if full is not None:
+                answer.append(RefusalReason.GROUP_FULL)
+                return
             if approval:
                 encoded = msgspec.msgpack.encode(joiner.card)
                 if len(group_queries.list_join_requests(conn)) >= MAX_PENDING_REQUESTS:
@@ -237,6 +248,16 @@ class GroupInvites:
         except NetError:
             return
 
+    def _full(self, conn: Connection, group_id: bytes, new_devices: int) -> str | None:
+        """Why one more member with `new_devices` devices would break the group's caps."""
+        state = self._engine.logs[group_id].state
+        if len(state.members) >= MAX_MEMBERS:
+            return f"the group has {MAX_MEMBERS} members, the most"
+        devices = len(self._engine.member_devices(conn, state)) + new_devices
+        if devices > MAX_MEMBER_DEVICES:
+            return f"the group would have over {MAX_MEMBER_DEVICES} devices"
+        return None
+
     def _admitted(self, conn: Connection, card: ContactCard, group_id: bytes) -> Admitted:
         group_log = self._engine.logs[group_id]
         addrs = known_addrs(conn)
@@ -269,7 +290,7 @@ class GroupInvites:
             raise GroupsError("refused", str(error)) from None
         self._engine.store_ops(conn, group_log, [signed], now)
         self._engine.distribute_ops(conn, group_log, [signed], now, effects, welcome=[identity_key])
-        self._engine.announce_change(group_log, before, now, effects)
+        self._engine.announce_change(conn, group_log, before, now, effects)
 
     def _request_view(self, conn: Connection, request_id: int) -> GroupJoinRequestView:
         row = group_queries.get_join_request(conn, request_id)
@@ -309,6 +330,11 @@ class GroupInvites:
             group_log = self._engine.logs.get(row.group_id)
             if group_log is None or not group_log.state.is_admin(self._engine.me):
                 raise GroupsError("refused", "only an admin of the group can let someone in")
+            if not group_log.state.is_member(row.identity_key):
+                person = self._engine.person(conn, row.identity_key)
+                full = self._full(conn, row.group_id, len(person.devices) if person else 1)
+                if full is not None:
+                    raise GroupsError("refused", full)
             group_queries.set_join_request_state(conn, number, "accepted")
             if not group_log.state.is_member(row.identity_key):
                 self._add_member(

@@ -321,7 +321,7 @@ class Groups:
 
         def write(conn: Connection, effects: Effects) -> None:
             self.engine.new_group(conn, group_log, now)
-            self.engine.announce_change(group_log, None, now, effects)
+            self.engine.announce_change(conn, group_log, None, now, effects)
             added = self._author_adds(conn, group_log, contacts, now)
             self.engine.distribute_ops(
                 conn, group_log, group_log.ops(), now, effects, welcome=added
@@ -386,7 +386,7 @@ class Groups:
             added = self._guarded(lambda: self._author_adds(conn, group_log, [person], now))
             new_ops = group_log.ops()[-len(added) :] if added else []
             self.engine.distribute_ops(conn, group_log, new_ops, now, effects, welcome=added)
-            self.engine.announce_change(group_log, before, now, effects)
+            self.engine.announce_change(conn, group_log, before, now, effects)
 
         await self._write(write)
         return await self.show(group_id.hex())
@@ -447,7 +447,7 @@ class Groups:
             self.engine.distribute_ops(
                 conn, group_log, [signed], now, effects, also=[*also, *before.members, *leaving]
             )
-            self.engine.announce_change(group_log, before, now, effects)
+            self.engine.announce_change(conn, group_log, before, now, effects)
             if not group_log.state.is_member(self._me):
                 group_queries.delete_outbound(conn, group_id)
 
@@ -713,7 +713,7 @@ class Groups:
             before = group_log.state
             group_log.add_all(ops)
             self.engine.store_ops(conn, group_log, group_log.ops(), now)
-            self.engine.announce_change(group_log, before, now, effects)
+            self.engine.announce_change(conn, group_log, before, now, effects)
 
         await self._write(write)
 

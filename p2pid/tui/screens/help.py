@@ -24,6 +24,7 @@ HELP = """\
 | F7 | nearby peers |
 | F8 | my devices (approve a new one, revoke one) |
 | F9 | kiosks and TVs (pair, run routines, log out) |
+| F10 | groups (new, join by code, join requests, members, invites) |
 | Ctrl+P | command palette: every action by name |
 | Ctrl+Q | quit (the daemon keeps running) |
 
@@ -55,9 +56,12 @@ The mark before each of your messages: `·` pending, `✓` delivered, `✓✓` r
 | a / x | devices (F8): approve a new device (compare the codes: y / n) / revoke one |
 | p / Enter / x | kiosks (F9): pair (code, photo or short code) / run a routine / log out |
 | g / R / a | kiosks (F9), owners: guests / reset / approval requests (y allow, n deny) |
+| n / j / r / m | groups (F10): new group / join by code / join requests / members |
+| Ctrl+G / Ctrl+R | in a group chat: members / receipts of my messages |
+| a / x / p / d / r / i / l | group members: add / remove / promote / demote / rename / invite / leave |
 
 Press Escape to close.
-"""
+"""  # noqa: E501 (a table row is one line)
 
 
 class HelpScreen(ModalScreen[None]):
