@@ -141,3 +141,24 @@ def text_of(widget: Any) -> str:
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(content)
     return console.export_text()
+
+
+async def until_cli(pilot: Pilot[Any], check: Callable[[], object], what: str) -> Any:
+    """Poll a blocking check (a CLI call, say) off the event loop until it returns something
+    truthy; that value, or fail after WAIT_SECONDS."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.2)
+
+
+def log_lines(log: Any) -> list[str]:
+    """What a MessageLog shows on screen right now, a line of plain text per row."""
+    from textual.geometry import Region
+
+    width, height = log.scrollable_content_region.size
+    return [strip.text.rstrip() for strip in log.render_lines(Region(0, 0, width, height))]

@@ -39,6 +39,7 @@ from p2pid.groups.membership import (
     GroupLog,
     GroupState,
     Pending,
+    Rejected,
     changes,
     op_id_of,
 )
@@ -399,6 +400,11 @@ class GroupEngine:
         ):
             raise GroupRefusal(DropReason.NOT_CONTACT)
         results = group_log.add_all(ops)
+        rejected = [r for r in results if isinstance(r, Rejected)]
+        for result in rejected:
+            log.info("group op %s refused: %s", result.op_id.hex()[:12], result.reason)
+        if ops and len(rejected) == len(ops):
+            raise GroupRefusal(DropReason.FORGED_PAYLOAD)  # counted as a drop
         state = group_log.state
         if created:
             if not state.is_member(self.me) or not state.is_member(sender.identity_key):
