@@ -415,9 +415,7 @@ class GroupEngine:
             self.store_ops(conn, group_log, group_log.ops(), now)
         for identity_key, card in self._cards_by_identity(body.cards):
             if state.is_member(identity_key):
-                new_to_me = self.person(conn, identity_key) is None
-                if self.take_card(conn, identity_key, card, now, effects) and new_to_me:
-                    self._introduce_myself(conn, body.group_id, identity_key, now, effects)
+                self.take_card(conn, identity_key, card, now, effects)
         if any(isinstance(r, Pending) for r in results):
             sender_devices = [d.peer_id for d in sender.devices]
             effects.sync.update((body.group_id, p) for p in sender_devices[:1])
@@ -429,7 +427,8 @@ class GroupEngine:
     def _introduce_myself(
         self, conn: Connection, group_id: bytes, identity_key: bytes, now: int, effects: Effects
     ) -> None:
-        """To a member I just learnt of: my own card (where my devices listen now)."""
+        """My own card (where my devices listen now), to a member I write to for the first
+        time: it can answer (receipts) and reach me later, whatever the admin knew of me."""
         card = self.card_of(conn, self.me, {})
         if card is not None:
             self._send_ops(conn, group_id, identity_key, [], [card], now, effects)
@@ -729,6 +728,9 @@ class GroupEngine:
             for recipient in newcomers:
                 by_identity.setdefault(recipient.identity_key, []).append(recipient)
             for identity_key, devices in by_identity.items():
+                person = self.person(conn, identity_key)
+                if person is not None and person.group_only:
+                    self._introduce_myself(conn, group_id, identity_key, now, effects)
                 queued = self._compose(conn, identity_key, key, now, devices)
                 effects.kick.update(queued)
                 shared.update(queued)  # a device without Olm keys gets the key at a later send

@@ -31,7 +31,7 @@ from p2pid.groups.invites import GroupInvites
 from p2pid.groups.membership import GroupError, GroupLog, GroupState, Member
 from p2pid.net.host import NetHost
 from p2pid.protocols.group_history import GroupHistoryServer, HistoryError, fetch_history
-from p2pid.protocols.group_sync import GroupSyncServer, SyncError, SyncGroup, SyncReport, sync_group
+from p2pid.protocols.group_sync import GroupSyncServer, SyncGroup, SyncReport, sync_group
 from p2pid.protocols.messaging import DropReason
 from p2pid.store import contacts as contact_queries
 from p2pid.store import groups as group_queries
@@ -87,6 +87,7 @@ MAX_PAGE = 500
 RECEIPT_COALESCE_SECONDS = 0.02
 HELD_KEPT_MS = 7 * 24 * 3600 * 1000  # a group message whose key never came is dropped then
 SYNC_INTERVAL_SECONDS = 60.0  # at most one automatic catch-up per member device and minute
+SYNC_CANDIDATES = 8  # member devices asked at once by an explicit catch-up
 
 
 class Groups:
@@ -718,20 +719,28 @@ class Groups:
         await self._write(write)
 
     async def sync(self, group: str) -> GroupSyncResult:
+        """Catch up now: from the member devices connected, else from all of them at once; the
+        first exchange that completes answers (the others are cancelled)."""
         group_id = await self._find(group)
         devices = await self._store.read(lambda conn: self._member_device_ids(conn, group_id))
-        online = [d for d in devices if self._net.is_connected(d)] or devices
-        for peer_id in online:
+        candidates = [d for d in devices if self._net.is_connected(d)] or devices
+        answers: list[tuple[int, int]] = []
+
+        async def attempt(peer_id: str, cancel_scope: trio.CancelScope) -> None:
             try:
-                ops, messages = await self._catch_up(group_id, peer_id)
-            except (SyncError, GroupsError, OSError, trio.TooSlowError) as error:
-                log.info("group catch-up from %s failed: %s", peer_id, error)
-                continue
-            except Exception as error:  # dial errors and the like: try the next member
-                log.info("group catch-up from %s failed: %r", peer_id, error, exc_info=True)
-                continue
-            return GroupSyncResult(group_id=group_hex(group_id), ops=ops, messages=messages)
-        raise GroupsError("unreachable", "no member device of this group answered")
+                answers.append(await self._catch_up(group_id, peer_id))
+            except Exception as error:  # unreachable, refused, broken: another may answer
+                log.info("group catch-up from %s failed: %r", peer_id, error)
+                return
+            cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in candidates[:SYNC_CANDIDATES]:
+                nursery.start_soon(attempt, peer_id, nursery.cancel_scope)
+        if not answers:
+            raise GroupsError("unreachable", "no member device of this group answered")
+        ops, messages = answers[0]
+        return GroupSyncResult(group_id=group_hex(group_id), ops=ops, messages=messages)
 
     def _member_device_ids(self, conn: Connection, group_id: bytes) -> list[str]:
         with self.lock:
