@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP_TEST := $(STAMP)-test
 
+# Files spread over two workers; PYTEST_ARGS="-p no:xdist" (or -n 0) runs them in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 .PHONY: run test lint typecheck bench system-deps clean
 
 $(STAMP): pyproject.toml

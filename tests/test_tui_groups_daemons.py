@@ -80,7 +80,7 @@ def test_a_group_made_written_to_and_pruned_from_the_tui(tmp_path: Path) -> None
         group_id, log = chat.group_id, chat.message_log
 
         # Written in the composer: in the log here, then on Bob's and Carol's daemons.
-        assert isinstance(app.focused, Composer) and not chat.composer.read_only
+        assert isinstance(app.focused, Composer) and not chat.composer.read_only, (app.focused, chat.composer.read_only, app.screen_stack)
         await pilot.press(*"hello hikers", "enter")
         await until(
             pilot,
