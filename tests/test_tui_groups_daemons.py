@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.pilot import Pilot
-from textual.widgets import SelectionList
+from textual.widgets import Input, SelectionList
 
 from p2pid.home import Home
 from p2pid.tui.link import DaemonOptions
@@ -54,8 +54,12 @@ async def create_hikers(app: NotingApp, pilot: Pilot[Any]) -> GroupChatScreen:
     form = app.screen
     picker: SelectionList[str] = form.query_one("#group-contacts", SelectionList)
     await until(pilot, lambda: picker.option_count == 2, "Bob and Carol offered")
+    name = form.query_one("#group-name", Input)
+    await until(pilot, lambda: name.has_focus, "the name field focused")
     await pilot.press(*"Hikers")
+    assert name.value == "Hikers"
     picker.focus()
+    await until(pilot, lambda: picker.has_focus, "the member picker focused")
     await pilot.press("space", "down", "space")
     picked = {str(picker.get_option_at_index(i).prompt) for i in range(2)}
     assert picked == {"Bob", "Carol"} and len(picker.selected) == 2
@@ -80,7 +84,11 @@ def test_a_group_made_written_to_and_pruned_from_the_tui(tmp_path: Path) -> None
         group_id, log = chat.group_id, chat.message_log
 
         # Written in the composer: in the log here, then on Bob's and Carol's daemons.
-        assert isinstance(app.focused, Composer) and not chat.composer.read_only, (app.focused, chat.composer.read_only, app.screen_stack)
+        await until(
+            pilot,
+            lambda: isinstance(app.focused, Composer) and not chat.composer.read_only,
+            "the composer focused and writable",
+        )
         await pilot.press(*"hello hikers", "enter")
         await until(
             pilot,

@@ -78,8 +78,8 @@ log = logging.getLogger(__name__)
 MEGOLM_OUTBOX_PREFIX = "megolm:"  # outbox session ids of group envelopes (never re-encrypted)
 MAX_OPS_PER_BODY = 48
 MAX_CARDS_PER_BODY = 8
-MAX_MEMBERS = 100  # product cap (docs/design/groups.md): 100 members
-MAX_MEMBER_DEVICES = 200
+MAX_MEMBERS = 50  # product caps, from the measurements in docs/benchmarks.md
+MAX_MEMBER_DEVICES = 100
 MAX_ARRIVING = 16
 
 

@@ -52,6 +52,7 @@ _GONE = {
 
 
 class GroupChatScreen(SectionScreen):
+    AUTO_FOCUS: ClassVar[str | None] = "#group-composer"  # typing goes to the composer at once
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Groups"),
         Binding("ctrl+g", "members", "Members"),
