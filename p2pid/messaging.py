@@ -841,7 +841,11 @@ class Messaging:
             replace_profile(conn, body.fields, now)
             outcome.profile_copied = True
         elif isinstance(body, ContactRemoval):
-            if body.identity_key != self._identity_key:
+            if body.identity_key == self._identity_key:
+                pass
+            elif self.groups is not None and self.groups.shares_a_group_with(body.identity_key):
+                contact_queries.make_group_only(conn, body.identity_key, now)
+            else:
                 contact_queries.remove_contact(conn, body.identity_key)
                 message_queries.drop_outbox_for_identity(conn, body.identity_key)
         elif isinstance(body, GroupReadCopy):

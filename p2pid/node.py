@@ -571,6 +571,12 @@ class Node:
 
     async def remove_contact(self, reference: str) -> None:
         identity_key = (await self.contacts.find(reference)).identity_key
+        if self.groups.shares_a_group_with(identity_key):  # the groups still need their devices
+            await self.store.write(
+                lambda conn: contact_queries.make_group_only(conn, identity_key, now_ms())
+            )
+            await self.messaging.copy_contact(identity_key, removed=True)
+            return
         await self.contacts.remove(identity_key)
         await self.messaging.copy_contact(identity_key, removed=True)
         await self.store.write(

@@ -116,6 +116,11 @@ async def test_a_group_of_three_chats_and_a_removed_member_reads_nothing_new(
         await carol.node.groups.send(group, "hi from carol")
         await eventually(lambda: texts(bob, group), lambda t: "hi from carol" in t)
         assert await bob.node.contact_list() == [await bob.node.contact("Alice")]
+        # Alice removes Bob as a contact: he stays in her group, only hidden from her contacts.
+        await alice.node.remove_contact("Bob")
+        assert [c.name for c in await alice.node.contact_list()] == ["Carol"]
+        await alice.node.groups.send(group, "still in the group")
+        await eventually(lambda: texts(bob, group), lambda t: "still in the group" in t)
 
         await alice.node.groups.remove(group, "Carol")
         await eventually(

@@ -183,6 +183,13 @@ class Groups:
         self.committed(effects)
         return effects
 
+    def shares_a_group_with(self, identity_key: bytes) -> bool:
+        with self.lock:
+            return any(
+                log.state.is_member(identity_key) and log.state.is_member(self._me)
+                for log in self.engine.logs.values()
+            )
+
     # -- views ---------------------------------------------------------------------------------
 
     async def list_groups(self) -> list[GroupSummary]:

@@ -361,6 +361,17 @@ def rename_contact(
     return cursor.rowcount == 1
 
 
+def make_group_only(conn: Connection, identity_key: bytes, now_ms: int) -> bool:
+    """A contact I remove who is still in a group with me: kept as a group-only person (hidden,
+    their devices kept for the group's traffic). False if no such contact."""
+    cursor = conn.execute(
+        "UPDATE contacts SET group_only = 1, nickname = NULL, updated_at = ?"
+        " WHERE identity_key = ? AND NOT is_self",
+        (now_ms, identity_key),
+    )
+    return cursor.rowcount == 1
+
+
 def remove_contact(conn: Connection, identity_key: bytes) -> bool:
     """Delete a contact with its devices, the fields they shared and my grants to them.
 
