@@ -177,6 +177,7 @@ class Node:
             display_name=lambda: self.identity.name,
             addrs=self.reachable_addrs,
             contacts=self.contacts,
+            remember_addrs=self._remember_contact_addrs,
         )
         self.messaging.groups = self.groups
         self.kiosks = Kiosks(
@@ -418,7 +419,8 @@ class Node:
                 await self._remember_contact_addrs(device.peer_id)
 
     async def _remember_contact_addrs(self, peer_id: str) -> None:
-        """Keep where a contact's device listens, so its outbox can reach it after a restart."""
+        """Keep where a contact's (or fellow group member's) device listens, so its outbox can
+        reach it after a restart."""
         if (
             await self.store.read(
                 lambda conn: contact_queries.contact_for_peer(

@@ -35,6 +35,7 @@ from p2pid.crypto.megolm import (
 from p2pid.device_sync import fallback_prekeys, known_addrs, record_from_list, split_signed_list
 from p2pid.groups.membership import (
     Accepted,
+    AddResult,
     Duplicate,
     GroupLog,
     GroupState,
@@ -256,6 +257,16 @@ class GroupEngine:
                 effects.hints[peer_id] = list(addrs)
         return True
 
+    def cap_refusal(self, conn: Connection, group_id: bytes, new_devices: int) -> str | None:
+        """Why one more member with `new_devices` devices would break the group's caps."""
+        state = self.logs[group_id].state
+        if len(state.members) >= MAX_MEMBERS:
+            return f"the group has {MAX_MEMBERS} members, the most"
+        devices = len(self.member_devices(conn, state)) + new_devices
+        if devices > MAX_MEMBER_DEVICES:
+            return f"the group would have over {MAX_MEMBER_DEVICES} devices"
+        return None
+
     # -- membership ----------------------------------------------------------------------------
 
     def new_group(self, conn: Connection, group_log: GroupLog, now: int) -> None:
@@ -412,7 +423,7 @@ class GroupEngine:
             self._arriving.pop(body.group_id, None)
             self.new_group(conn, group_log, now)
         else:
-            self.store_ops(conn, group_log, group_log.ops(), now)
+            self.store_ops(conn, group_log, stored_by(group_log, results), now)
         for identity_key, card in self._cards_by_identity(body.cards):
             if state.is_member(identity_key):
                 self.take_card(conn, identity_key, card, now, effects)
@@ -855,3 +866,15 @@ class GroupEngine:
         )
         group_queries.save_outbound(conn, row)
         return row
+
+
+def stored_by(group_log: GroupLog, results: Sequence[AddResult]) -> list[SignedGroupOp]:
+    """The ops to store after `add_all`: those it accepted (and released), and those it already
+    held (stored again, idempotently, in case a rolled-back write left the log ahead)."""
+    ids: list[bytes] = []
+    for result in results:
+        if isinstance(result, Accepted):
+            ids += [result.op_id, *result.released]
+        elif isinstance(result, Duplicate):
+            ids.append(result.op_id)
+    return [op for op_id in ids if (op := group_log.get(op_id)) is not None]

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
-import trio
 
 from p2pid.contacts import Contacts, ContactsError, contact_record, hints_from, parse_invite_code
 from p2pid.crypto.identity import identity_id_from_public_key, peer_id_from_public_key
@@ -20,8 +19,6 @@ from p2pid.crypto.invites import new_invite
 from p2pid.device_sync import known_addrs
 from p2pid.events import now_ms
 from p2pid.groups.engine import (
-    MAX_MEMBER_DEVICES,
-    MAX_MEMBERS,
     Effects,
     GroupEngine,
     GroupRefusal,
@@ -29,7 +26,6 @@ from p2pid.groups.engine import (
 )
 from p2pid.groups.errors import GroupsError
 from p2pid.groups.membership import GroupError
-from p2pid.net import NetError
 from p2pid.net.host import NetHost
 from p2pid.protocols.cards import JoinedContact
 from p2pid.protocols.group_join import (
@@ -65,7 +61,6 @@ from p2pid.wire.records import ContactCard
 MAX_INVITE_USES = 100
 MAX_INVITE_TTL_SECONDS = 30 * 24 * 3600
 MAX_PENDING_REQUESTS = 100
-IDENTIFY_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +85,7 @@ class GroupInvites:
         addrs: Callable[[], list[str]],
         write: Callable[[Callable[[Connection, Effects], object]], Awaitable[Effects]],
         publish: Callable[[Event], None],
+        remember_addrs: Callable[[str], Awaitable[None]],
     ) -> None:
         self._store = store
         self._net = net
@@ -99,6 +95,7 @@ class GroupInvites:
         self._addrs = addrs
         self._write = write
         self._publish = publish
+        self._remember_addrs = remember_addrs
         self.server = GroupJoinServer(self, own_peer_id=net.peer_id)
 
     # -- the admin's side ----------------------------------------------------------------------
@@ -197,7 +194,7 @@ class GroupInvites:
             if group_log.state.is_member(joiner.identity_key):
                 answer.append(self._admitted(conn, card, group_id))
                 return
-            full = self._full(conn, group_id, len(joiner.devices.body.devices))
+            full = self._engine.cap_refusal(conn, group_id, len(joiner.devices.body.devices))
             if full is not None:
                 answer.append(RefusalReason.GROUP_FULL)
                 return
@@ -228,35 +225,8 @@ class GroupInvites:
 
         await self._write(write)
         if isinstance(answer[0], Admitted | Waiting):
-            await self._remember_addrs(joiner.peer_id)
+            await self._remember_addrs(joiner.peer_id)  # it dialled in: where it listens
         return answer[0]
-
-    async def _remember_addrs(self, peer_id: str) -> None:
-        """Where the joiner's device listens (it dialled in), so the outbox and the other
-        members' cards can reach it later."""
-        try:
-            with trio.move_on_after(IDENTIFY_TIMEOUT_SECONDS):
-                info = await self._net.identify(peer_id)
-                addrs = [a for a in info.listen_addrs if not a.startswith("/ip4/0.0.0.0/")]
-                if addrs:
-                    self._net.add_addrs(peer_id, addrs)
-                    await self._store.write(
-                        lambda conn: queries.upsert_peer_seen(
-                            conn, peer_id, addrs, "identify", {}, now_ms()
-                        )
-                    )
-        except NetError:
-            return
-
-    def _full(self, conn: Connection, group_id: bytes, new_devices: int) -> str | None:
-        """Why one more member with `new_devices` devices would break the group's caps."""
-        state = self._engine.logs[group_id].state
-        if len(state.members) >= MAX_MEMBERS:
-            return f"the group has {MAX_MEMBERS} members, the most"
-        devices = len(self._engine.member_devices(conn, state)) + new_devices
-        if devices > MAX_MEMBER_DEVICES:
-            return f"the group would have over {MAX_MEMBER_DEVICES} devices"
-        return None
 
     def _admitted(self, conn: Connection, card: ContactCard, group_id: bytes) -> Admitted:
         group_log = self._engine.logs[group_id]
@@ -332,7 +302,9 @@ class GroupInvites:
                 raise GroupsError("refused", "only an admin of the group can let someone in")
             if not group_log.state.is_member(row.identity_key):
                 person = self._engine.person(conn, row.identity_key)
-                full = self._full(conn, row.group_id, len(person.devices) if person else 1)
+                full = self._engine.cap_refusal(
+                    conn, row.group_id, len(person.devices) if person else 1
+                )
                 if full is not None:
                     raise GroupsError("refused", full)
             group_queries.set_join_request_state(conn, number, "accepted")
@@ -381,17 +353,11 @@ class GroupInvites:
             assert inviter is not None
             if not outcome.admitted:
                 return
+            welcome = GroupOps(
+                group_id=outcome.group_id, ops=list(outcome.ops), cards=list(outcome.cards)
+            )
             try:
-                for start in range(0, len(outcome.ops), 64):
-                    body = GroupOps(
-                        group_id=outcome.group_id,
-                        ops=list(outcome.ops[start : start + 64]),
-                        cards=list(outcome.cards) if start == 0 else [],
-                    )
-                    self._engine.apply_ops(conn, inviter, body, now, effects)
-                if outcome.cards and len(outcome.ops) > 64:  # the cards need the whole log
-                    body = GroupOps(group_id=outcome.group_id, ops=[], cards=list(outcome.cards))
-                    self._engine.apply_ops(conn, inviter, body, now, effects)
+                self._engine.apply_ops(conn, inviter, welcome, now, effects)
             except GroupRefusal as refusal:
                 raise GroupsError("refused", f"the welcome was refused: {refusal}") from None
             if outcome.group_id not in self._engine.logs:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import nacl.signing
@@ -16,7 +16,6 @@ import trio
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key
 from p2pid.events import now_ms
 from p2pid.groups.engine import (
-    MAX_MEMBER_DEVICES,
     MAX_MEMBERS,
     Effects,
     GroupEngine,
@@ -24,6 +23,7 @@ from p2pid.groups.engine import (
     group_hex,
     message_view,
     my_role,
+    stored_by,
 )
 from p2pid.groups.errors import GroupsError
 from p2pid.groups.history import HistoryRequesterBackend, HistoryResponderBackend
@@ -103,6 +103,7 @@ class Groups:
         display_name: Callable[[], str],
         addrs: Callable[[], list[str]],
         contacts: Contacts,
+        remember_addrs: Callable[[str], Awaitable[None]],
     ) -> None:
         self._store = store
         self._net = net
@@ -135,6 +136,7 @@ class Groups:
             addrs=addrs,
             write=self._write,
             publish=publish,
+            remember_addrs=remember_addrs,
         )
 
     # -- running -------------------------------------------------------------------------------
@@ -384,13 +386,9 @@ class Groups:
             before = group_log.state
             if before.is_member(person.identity_key):
                 raise GroupsError("conflict", f"{person.name} is in the group already")
-            if len(before.members) >= MAX_MEMBERS:
-                raise GroupsError("refused", f"the group has {MAX_MEMBERS} members, the most")
-            devices = len(self.engine.member_devices(conn, before)) + len(person.devices)
-            if devices > MAX_MEMBER_DEVICES:
-                raise GroupsError(
-                    "refused", f"the group would have over {MAX_MEMBER_DEVICES} devices"
-                )
+            full = self.engine.cap_refusal(conn, group_id, len(person.devices))
+            if full is not None:
+                raise GroupsError("refused", full)
             added = self._guarded(lambda: self._author_adds(conn, group_log, [person], now))
             new_ops = group_log.ops()[-len(added) :] if added else []
             self.engine.distribute_ops(conn, group_log, new_ops, now, effects, welcome=added)
@@ -586,12 +584,14 @@ class Groups:
         if sender.identity_key not in state.members:
             raise GroupRefusal(DropReason.NOT_CONTACT)
         changed: dict[str, list[str]] = {}
+        conversation = message_queries.get_conversation(conn, body.group_id)
+        if conversation is None:
+            return
         for message_id in body.message_ids:
             mine = message_queries.get_message(conn, message_id)
             if mine is None or not mine.outgoing or mine.sender_identity != self._me:
                 continue
-            conversation = message_queries.get_conversation(conn, body.group_id)
-            if conversation is None or mine.conversation_id != conversation.id:
+            if mine.conversation_id != conversation.id:
                 continue
             group_queries.set_receipt(
                 conn, message_id, sender.identity_key, "read" if body.read else "delivered", now
@@ -719,8 +719,8 @@ class Groups:
             if group_log is None:
                 return
             before = group_log.state
-            group_log.add_all(ops)
-            self.engine.store_ops(conn, group_log, group_log.ops(), now)
+            results = group_log.add_all(ops)
+            self.engine.store_ops(conn, group_log, stored_by(group_log, results), now)
             self.engine.announce_change(conn, group_log, before, now, effects)
 
         await self._write(write)
@@ -755,7 +755,6 @@ class Groups:
             return [r.peer_id for r in self.engine.member_devices(conn, state)]
 
     async def _catch_up(self, group_id: bytes, peer_id: str) -> tuple[int, int]:
-        await self.refresh_device_owners()
         with self.lock:
             copy = _copy_log(self.engine.logs[group_id])
         try:
