@@ -204,6 +204,9 @@ def build_parser() -> Parser:
     from p2pid.cli_groups import add_group_commands
 
     add_group_commands(commands)
+    from p2pid.cli_files import add_file_commands
+
+    add_file_commands(commands)
     demo = commands.add_parser(
         "demo", help="two local nodes on loopback, contacts, chatting; the TUI on one of them"
     )
@@ -600,6 +603,15 @@ def cmd_group_family(home: Home, args: argparse.Namespace, output: Output) -> in
 COMMANDS.update(dict.fromkeys(("groups", "group"), cmd_group_family))
 
 
+def cmd_file_family(home: Home, args: argparse.Namespace, output: Output) -> int:
+    from p2pid.cli_files import FILE_COMMANDS
+
+    return FILE_COMMANDS[args.command](home, args, output)
+
+
+COMMANDS.update(dict.fromkeys(("files", "file"), cmd_file_family))
+
+
 # -- human output ----------------------------------------------------------------------------
 
 
@@ -782,6 +794,12 @@ def format_event(event: dict[str, Any]) -> str:
         from p2pid.cli_groups import format_group_event
 
         line = format_group_event(event, clock)
+        if line is not None:
+            return line
+    if kind.startswith("file."):
+        from p2pid.cli_files import format_file_event
+
+        line = format_file_event(event, clock)
         if line is not None:
             return line
     details = {k: v for k, v in event.items() if k not in ("type", "at_ms")}

@@ -142,6 +142,15 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _files_folder(home: Path) -> str:
+    """The platform's user home keeps files in ~/Downloads/p2pid; any other home (one of several
+    identities on this machine, a test) in its own `downloads` folder."""
+    from platformdirs import user_data_dir
+
+    platform_home = Path(user_data_dir("p2pid", appauthor=False))
+    return "" if Path(home).resolve() == platform_home.resolve() else str(Path(home) / "downloads")
+
+
 def options_from(
     home: Path, listen: list[str], interfaces: list[str], no_mdns: bool
 ) -> DaemonOptions:
@@ -149,6 +158,7 @@ def options_from(
         listen_addrs=tuple(listen) or NodeConfig().listen_addrs,
         mdns_enabled=not no_mdns,
         mdns_interfaces=tuple(interfaces) or None,
+        files_folder=_files_folder(home),
     )
     return DaemonOptions(home=Home(home), node=config)
 

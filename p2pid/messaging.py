@@ -35,6 +35,7 @@ from p2pid.device_sync import (
     replace_profile,
 )
 from p2pid.events import now_ms
+from p2pid.files.effects import FileEffects, FileRefusal
 from p2pid.groups.engine import MEGOLM_OUTBOX_PREFIX, Effects, GroupRefusal, Recipient
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols.messaging import DropReason, check_header, serve_messages
@@ -67,6 +68,8 @@ from p2pid.wire.messages import (
     DeliveryReceipt,
     DeviceListUpdate,
     Envelope,
+    FileNotice,
+    FileShare,
     GroupKey,
     GroupOps,
     GroupReadCopy,
@@ -97,6 +100,7 @@ from p2pid.wire.messages import (
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
+    from p2pid.files.service import Files
     from p2pid.groups.service import Groups
 
 log = logging.getLogger(__name__)
@@ -144,6 +148,7 @@ class _BatchOutcome:
     hints: dict[str, list[str]] = field(default_factory=dict)  # addresses of new devices
     profile_copied: bool = False  # my profile changed (from another device of mine)
     group: Effects = field(default_factory=Effects)  # what group bodies did
+    files: FileEffects = field(default_factory=FileEffects)  # what file bodies did
 
 
 def message_view(row: MessageRow) -> MessageView:
@@ -205,6 +210,7 @@ class Messaging:
         # Called once a copy of my profile from another device of mine was committed.
         self.on_profile_copied: Callable[[], None] = lambda: None
         self.groups: Groups | None = None  # set by the node: group bodies and envelopes go there
+        self.files: Files | None = None  # set by the node: file offers and notices go there
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cutoff = now_ms() - RECEIVED_ENVELOPES_KEPT_MS
@@ -365,6 +371,10 @@ class Messaging:
                 created_at=now,
             ),
         )
+
+    @property
+    def identity_key(self) -> bytes:
+        return self._identity_key
 
     def kick_device(self, peer_id: str) -> None:
         self._courier.kick(peer_id)
@@ -562,6 +572,8 @@ class Messaging:
             self.on_profile_copied()
         if self.groups is not None:
             self.groups.committed(outcome.group)
+        if self.files is not None:
+            self.files.committed(outcome.files)
         return outcome.results
 
     def _accept_batch(
@@ -714,6 +726,15 @@ class Messaging:
         sender = contact.identity_key
         if isinstance(body, GroupOps | GroupKey | GroupReceipt):
             self._apply_group_body(conn, contact, device, body, now, outcome)
+            return
+        if isinstance(body, FileShare | FileNotice):
+            if self.files is None or sender == self._identity_key:
+                raise _Refused(DropReason.BAD_PAYLOAD, Result.REJECTED)
+            try:
+                self.files.apply_body(conn, contact, device, body, now, outcome.files)
+            except FileRefusal as refusal:
+                log.info("file body from %s refused: %s", device.peer_id, refusal)
+                raise _Refused(refusal.reason, Result.REJECTED) from None
             return
         if contact.group_only and not isinstance(body, DeviceListUpdate | PrekeyRefill):
             raise _Refused(DropReason.NOT_CONTACT, Result.REJECTED)

@@ -20,6 +20,7 @@ from p2pid.contacts import Contacts, ContactsError, parse_invite_code
 from p2pid.crypto.identity import IdentityKeys, identity_id_from_public_key, peer_id_from_public_key
 from p2pid.devices import Devices
 from p2pid.events import EventBus, now_ms
+from p2pid.files.service import Files, default_files_folder
 from p2pid.groups.service import Groups
 from p2pid.kiosk.service import KioskConfig, KioskService
 from p2pid.kiosks import Kiosks, Pairable
@@ -57,6 +58,7 @@ from p2pid.wire.api import (
 from p2pid.wire.contact_join import PROTOCOL_ID as CONTACT_JOIN_PROTOCOL
 from p2pid.wire.contact_request import PROTOCOL_ID as CONTACT_REQUEST_PROTOCOL
 from p2pid.wire.devices import DeviceRevoked
+from p2pid.wire.file_transfer import PROTOCOL_ID as FILE_PROTOCOL
 from p2pid.wire.kiosk import APPROVAL_PROTOCOL_ID, CONTROL_PROTOCOL_ID, PAIR_PROTOCOL_ID
 from p2pid.wire.messages import PROTOCOL_ID as MESSAGE_PROTOCOL
 from p2pid.wire.messages import ConversationSummary, MessagePage, MessageView, MessagingStats
@@ -88,6 +90,7 @@ class NodeConfig:
     mdns_enabled: bool = True
     mdns_interfaces: Sequence[str] | None = None
     kiosk: KioskConfig | None = None  # this node is a kiosk (`p2pid kiosk`)
+    files_folder: str = ""  # where accepted files go by default ('' = ~/Downloads/p2pid)
 
 
 @dataclass
@@ -180,6 +183,17 @@ class Node:
             remember_addrs=self._remember_contact_addrs,
         )
         self.messaging.groups = self.groups
+        self.files = Files(
+            store=store,
+            net=net,
+            messaging=self.messaging,
+            groups=self.groups,
+            contacts=self.contacts,
+            publish=events.publish,
+            default_folder=config.files_folder or default_files_folder(),
+            addrs=self.reachable_addrs,
+        )
+        self.messaging.files = self.files
         self.kiosks = Kiosks(
             store=store,
             net=net,
@@ -243,6 +257,7 @@ class Node:
             SAS_PROTOCOL: self.verifications.serve,
             PROFILE_PROTOCOL: self.profile.serve,
             MESSAGE_PROTOCOL: self.messaging.serve,
+            FILE_PROTOCOL: self.files.serve,
             APPROVAL_PROTOCOL_ID: lambda stream: kiosk_pair.serve_approval(stream, self.kiosks),
         }
         if self.kiosk is not None:
@@ -302,6 +317,7 @@ class Node:
             await nursery.start(node.verifications.run)
             await nursery.start(node.messaging.run)
             await nursery.start(node.groups.run)
+            await nursery.start(node.files.run)
             if node.kiosk is not None:
                 await nursery.start(node.kiosk.run)
             node._serve_protocols()
@@ -393,6 +409,7 @@ class Node:
                 self.messaging.kick(peer_id)
                 self._nursery.start_soon(self._remember_contact_addrs, peer_id)
                 self._nursery.start_soon(self.groups.on_connected, peer_id)
+                self.files.on_connected(peer_id)
             else:
                 event = events.PeerDisconnected(at_ms=now_ms(), peer_id=peer_id)
             self.events.publish(event)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
+import struct
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import blake3
 import msgspec
+import nacl.bindings
+import nacl.exceptions
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pid.crypto import file_chunks
 from p2pid.crypto.file_chunks import (
+    CHUNK_CONTEXT,
     TAG_BYTES,
+    ChunkCipher,
     ChunkError,
     ContentHashError,
     FileAssembler,
@@ -23,6 +30,7 @@ from p2pid.crypto.file_chunks import (
     hash_file,
     new_offer,
     open_chunk,
+    openssl_available,
     seal_chunk,
 )
 from p2pid.wire.files import (
@@ -41,7 +49,7 @@ CHUNK = MIN_CHUNK_SIZE
 
 
 def blake(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=32).digest()
+    return blake3.blake3(data).digest()
 
 
 def offer_for(data: bytes, name: str = "report.pdf") -> FileOffer:
@@ -135,13 +143,22 @@ def test_resume_from_bitmap() -> None:
         FileAssembler(offer, b"\x00")
 
 
-def test_hash_file(tmp_path: Path) -> None:
-    data = os.urandom(2 * 1024 * 1024 + 11)
-    path = tmp_path / "f"
-    path.write_bytes(data)
-    assert hash_file(path) == blake(data)
-    (tmp_path / "e").write_bytes(b"")
-    assert hash_file(tmp_path / "e") == blake(b"")
+def test_hash_file_is_blake3(tmp_path: Path) -> None:
+    known = {
+        b"": "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+        b"abc": "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",
+    }
+    for index, (data, digest) in enumerate(known.items()):
+        path = tmp_path / f"known{index}"
+        path.write_bytes(data)
+        assert hash_file(path).hex() == digest
+        assert file_chunks.content_hasher().update(data).hexdigest() == digest
+    data = os.urandom(3 * 1024 * 1024 + 11)  # more than one BLAKE3 subtree per thread
+    (tmp_path / "big").write_bytes(data)
+    assert hash_file(tmp_path / "big") == blake3.blake3(data).digest()
+    assert hash_file(str(tmp_path / "big")) == blake(data)
+    with pytest.raises(FileNotFoundError):
+        hash_file(tmp_path / "absent")
 
 
 # -- bad chunks --------------------------------------------------------------------------------
@@ -253,6 +270,197 @@ def test_hash_fed_out_of_turn(three: tuple[FileOffer, list[bytes], bytes]) -> No
         assembler.feed_hash(0, b"short")
     with pytest.raises(IncompleteFileError, match="hashed"):
         assembler.finish()
+
+
+# -- the two ciphers: OpenSSL under the HChaCha20 subkey, and libsodium -------------------------
+
+needs_openssl = pytest.mark.skipif(not openssl_available(), reason="no OpenSSL ChaCha20-Poly1305")
+BACKENDS = [pytest.param(True, marks=needs_openssl, id="openssl"), pytest.param(False, id="sodium")]
+
+
+def sodium_nonce_and_aad(offer: FileOffer, index: int) -> tuple[bytes, bytes]:
+    """The wire format, stated again: nonce = prefix16 ‖ index8, AAD = context ‖ file id ‖
+    (index, chunk count, chunk size, file size) as four big-endian u64."""
+    bound = struct.pack(">QQQQ", index, offer.chunk_count, offer.chunk_size, offer.size)
+    return offer.nonce_prefix + struct.pack(">Q", index), CHUNK_CONTEXT + offer.file_id + bound
+
+
+@needs_openssl
+def test_hchacha20_known_answer() -> None:
+    # draft-irtf-cfrg-xchacha-03, section 2.2.1.
+    hchacha20 = file_chunks._hchacha20()
+    assert hchacha20 is not None
+    nonce = bytes.fromhex("000000090000004a0000000031415927")
+    assert hchacha20(bytes(range(32)), nonce).hex() == (
+        "82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc"
+    )
+
+
+@pytest.mark.parametrize("openssl", BACKENDS)
+@settings(max_examples=40, deadline=None)
+@given(
+    key=st.binary(min_size=32, max_size=32),
+    prefix=st.binary(min_size=16, max_size=16),
+    file_id=st.binary(min_size=16, max_size=16),
+    size=st.integers(0, 3 * CHUNK + 5),
+    chunk_size=st.sampled_from([CHUNK, 2 * CHUNK]),
+    seed=st.binary(min_size=1, max_size=64),
+)
+def test_chunks_are_libsodium_xchacha20poly1305(
+    openssl: bool,
+    key: bytes,
+    prefix: bytes,
+    file_id: bytes,
+    size: int,
+    chunk_size: int,
+    seed: bytes,
+) -> None:
+    data = (seed * (size // len(seed) + 1))[:size]
+    offer = msgspec.structs.replace(
+        offer_for(data),
+        key=key,
+        nonce_prefix=prefix,
+        file_id=file_id,
+        chunk_size=chunk_size,
+        chunk_count=max(1, -(-size // chunk_size)),
+    )
+    cipher = ChunkCipher(check_offer(offer), openssl=openssl)
+    assert cipher.uses_openssl is openssl
+    for index in {0, offer.chunk_count // 2, offer.chunk_count - 1}:
+        plaintext = data[chunk_offset(offer, index) :][: chunk_length(offer, index)]
+        nonce, aad = sodium_nonce_and_aad(offer, index)
+        sodium = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            plaintext, aad, nonce, key
+        )
+        ours = cipher.seal(index, memoryview(bytearray(plaintext)))
+        assert ours == sodium
+        assert seal_chunk(offer, index, plaintext) == sodium
+        assert cipher.open(index, bytearray(sodium)) == plaintext
+        assert (
+            nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ours, aad, nonce, key)
+            == plaintext
+        )
+
+
+@pytest.mark.parametrize("openssl", BACKENDS)
+def test_tampering_is_refused_by_both(openssl: bool) -> None:
+    data = os.urandom(2 * CHUNK)
+    offer = offer_for(data)
+    cipher = ChunkCipher(offer, openssl=openssl)
+    sealed = [cipher.seal(i, data[i * CHUNK :][:CHUNK]) for i in range(2)]
+    for index, chunk in enumerate(sealed):
+        for position in (0, len(chunk) // 2, len(chunk) - TAG_BYTES, len(chunk) - 1):
+            bad = bytearray(chunk)
+            bad[position] ^= 0x40
+            with pytest.raises(ChunkError, match="does not authenticate"):
+                cipher.open(index, bad)
+    with pytest.raises(ChunkError, match="does not authenticate"):
+        cipher.open(0, memoryview(sealed[1]))  # another index
+    other = ChunkCipher(msgspec.structs.replace(offer, key=os.urandom(32)), openssl=openssl)
+    with pytest.raises(ChunkError, match="does not authenticate"):
+        other.open(0, sealed[0])
+    with pytest.raises(ChunkError, match="cut short"):
+        cipher.open(1, sealed[1][:-1])
+    with pytest.raises(ChunkError, match="no chunk 2"):
+        cipher.seal(2, b"")
+
+
+@needs_openssl
+def test_backends_interoperate_through_the_assembler() -> None:
+    data = os.urandom(4 * CHUNK + 99)
+    offer = offer_for(data)
+    openssl, sodium = ChunkCipher(offer, openssl=True), ChunkCipher(offer, openssl=False)
+    assembler = FileAssembler(offer, openssl=False)
+    assert not assembler.cipher.uses_openssl
+    for index in range(offer.chunk_count):
+        sealer = openssl if index % 2 else sodium
+        plaintext = data[chunk_offset(offer, index) :][: chunk_length(offer, index)]
+        sealed = sealer.seal(index, plaintext)
+        assert sealed == (sodium if index % 2 else openssl).seal(index, plaintext)
+        assert assembler.accept(index, memoryview(sealed)) == plaintext
+        assembler.feed_hash(index, memoryview(plaintext))
+    assembler.finish()
+
+
+def test_fallback_when_openssl_is_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(CHUNK + 7)
+    offer = offer_for(data)
+    nonce, aad = sodium_nonce_and_aad(offer, 1)
+    expected = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        data[CHUNK:], aad, nonce, offer.key
+    )
+    monkeypatch.setattr(file_chunks, "USE_OPENSSL", False)
+    assert not ChunkCipher(offer).uses_openssl
+    assert not FileAssembler(offer).cipher.uses_openssl
+    assert seal_chunk(offer, 1, data[CHUNK:]) == expected
+    assert open_chunk(offer, 1, expected) == data[CHUNK:]
+
+
+def test_fallback_when_hchacha20_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    offer = offer_for(b"abc")
+    monkeypatch.setattr(file_chunks, "_hchacha20", lambda: None)
+    file_chunks.openssl_available.cache_clear()
+    try:
+        assert not openssl_available()
+        cipher = ChunkCipher(offer)
+        assert not cipher.uses_openssl
+        nonce, aad = sodium_nonce_and_aad(offer, 0)
+        assert cipher.seal(0, b"abc") == (
+            nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(b"abc", aad, nonce, offer.key)
+        )
+        with pytest.raises(RuntimeError, match="missing"):
+            ChunkCipher(offer, openssl=True)
+    finally:
+        file_chunks.openssl_available.cache_clear()
+
+
+@pytest.mark.parametrize("openssl", BACKENDS)
+def test_a_cipher_is_shared_by_threads(openssl: bool) -> None:
+    data = os.urandom(16 * CHUNK)
+    offer = offer_for(data)
+    cipher = ChunkCipher(offer, openssl=openssl)
+    chunks = [memoryview(data)[i * CHUNK : (i + 1) * CHUNK] for i in range(16)]
+    with ThreadPoolExecutor(4) as pool:
+        sealed = list(pool.map(cipher.seal, range(16), chunks))
+        opened = list(pool.map(cipher.open, range(16), sealed))
+    assert sealed == [ChunkCipher(offer, openssl=False).seal(i, c) for i, c in enumerate(chunks)]
+    assert b"".join(opened) == data
+
+
+def test_resumed_assembler_rehashes_the_prefix_from_disk(tmp_path: Path) -> None:
+    """A part file on disk, a restart after some chunks (the hasher state is lost), then the rest:
+    the resumed assembler hashes chunks 0..k-1 again from the file and finishes."""
+    data = os.urandom(7 * CHUNK + 1234)
+    offer = offer_for(data)
+    sealed = seal_all(offer, data)
+    part = tmp_path / "report.pdf.part"
+    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        first = FileAssembler(offer)
+        for index in (0, 1, 2, 5):
+            plaintext = first.accept(index, sealed[index])
+            assert plaintext is not None
+            os.pwrite(fd, plaintext, chunk_offset(offer, index))
+            while (need := first.hash_next()) is not None:
+                first.feed_hash(need, data[chunk_offset(offer, need) :][:CHUNK])
+        saved = first.bitmap()
+
+        resumed = FileAssembler(offer, saved)
+        assert resumed.hash_next() == 0  # the prefix 0..2 must be hashed again
+        for index in (7, 3, 6, 4):
+            assert resumed.accept(index, bytearray(sealed[index])) is not None
+            plaintext = open_chunk(offer, index, sealed[index])
+            os.pwrite(fd, plaintext, chunk_offset(offer, index))
+        with pytest.raises(IncompleteFileError, match="hashed"):
+            resumed.finish()
+        while (need := resumed.hash_next()) is not None:
+            length = chunk_length(offer, need)
+            resumed.feed_hash(need, os.pread(fd, length, chunk_offset(offer, need)))
+        resumed.finish()
+    finally:
+        os.close(fd)
+    assert part.read_bytes() == data
+    assert hash_file(part) == offer.content_hash
 
 
 # -- offers ------------------------------------------------------------------------------------

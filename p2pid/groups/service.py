@@ -192,6 +192,29 @@ class Groups:
                 for log in self.engine.logs.values()
             )
 
+    def is_member(self, group_id: bytes, identity_key: bytes | None = None) -> bool:
+        """Whether `identity_key` (default: me) is a member of the group, and I am too."""
+        with self.lock:
+            group_log = self.engine.logs.get(group_id)
+            if group_log is None or not group_log.state.is_member(self._me):
+                return False
+            return group_log.state.is_member(identity_key or self._me)
+
+    def member_identities(self, group_id: bytes) -> list[bytes]:
+        with self.lock:
+            group_log = self.engine.logs.get(group_id)
+            return list(group_log.state.members) if group_log is not None else []
+
+    def member_device_ids(self, conn: Connection, group_id: bytes) -> list[str]:
+        """Every member device of the group I know (none if I am not a member)."""
+        if not self.is_member(group_id):
+            return []
+        return self._member_device_ids(conn, group_id)
+
+    async def find(self, reference: str) -> bytes:
+        """A group's id by its name or a prefix of its id (GroupsError if none or several)."""
+        return await self._find(reference)
+
     # -- views ---------------------------------------------------------------------------------
 
     async def list_groups(self) -> list[GroupSummary]:

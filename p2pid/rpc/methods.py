@@ -18,6 +18,7 @@ from p2pid.node import Node, NodeError
 from p2pid.profile import ProfileError
 from p2pid.protocols.contact_join import JoinError
 from p2pid.rpc.device_methods import device_methods
+from p2pid.rpc.file_methods import file_methods
 from p2pid.rpc.group_methods import group_methods
 from p2pid.rpc.params import NODE_ERROR_CODES, NoParams, parse_params
 from p2pid.rpc.protocol import ErrorCode, RpcError
@@ -420,7 +421,7 @@ def daemon_methods(node: Node, request_stop: Callable[[], None]) -> dict[str, Ha
         "kiosk.log": kiosk_log,
     }
     translated = {name: _translating_errors(handler) for name, handler in methods.items()}
-    return translated | device_methods(node) | group_methods(node)
+    return translated | device_methods(node) | group_methods(node) | file_methods(node)
 
 
 def _translating_errors(handler: Handler) -> Handler:

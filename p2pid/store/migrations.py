@@ -581,6 +581,59 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        version=7,
+        description="file transfers: offers, resume state, deliveries, settings",
+        statements=(
+            # One row per file offered to me (direction 'in') or by me ('out'). offer: the encoded
+            # FileOffer, key included (the store is encrypted).
+            """
+            CREATE TABLE file_transfers (
+                file_id BLOB PRIMARY KEY CHECK (length(file_id) = 16),
+                direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+                offer BLOB NOT NULL,
+                -- in: the sender; out: the contact it went to (NULL for a group)
+                peer_identity BLOB,
+                group_id BLOB,
+                sender_peer_id TEXT NOT NULL DEFAULT '',  -- in: the device that offered it
+                state TEXT NOT NULL CHECK (state IN ('offered', 'downloading', 'waiting',
+                    'complete', 'failed', 'cancelled', 'sending')),
+                -- out: the file served; in: where the file is once complete
+                path TEXT NOT NULL DEFAULT '',
+                path_mtime_ns INTEGER NOT NULL DEFAULT 0,  -- of `path`, to notice a changed file
+                folder TEXT NOT NULL DEFAULT '',  -- in: where it goes
+                part_path TEXT NOT NULL DEFAULT '',  -- in: the partial file while fetching
+                bitmap BLOB NOT NULL DEFAULT x'',  -- in: chunks durable in the partial file
+                bytes_done INTEGER NOT NULL DEFAULT 0,
+                error TEXT NOT NULL DEFAULT '',
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                completed_at INTEGER
+            )
+            """,
+            "CREATE INDEX file_transfers_created ON file_transfers (created_at)",
+            # out: the people who reported the file complete (or cancelled it).
+            """
+            CREATE TABLE file_deliveries (
+                file_id BLOB NOT NULL REFERENCES file_transfers ON DELETE CASCADE,
+                identity_key BLOB NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('complete', 'cancelled')),
+                at INTEGER NOT NULL,
+                PRIMARY KEY (file_id, identity_key)
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE file_settings (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                folder TEXT NOT NULL DEFAULT '',  -- '' = the daemon's default folder
+                auto_accept TEXT NOT NULL DEFAULT 'verified'
+                    CHECK (auto_accept IN ('none', 'verified', 'contacts')),
+                auto_accept_max_bytes INTEGER NOT NULL DEFAULT 26214400
+                    CHECK (auto_accept_max_bytes >= 0)
+            )
+            """,
+        ),
+    ),
 )
 
 

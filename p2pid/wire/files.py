@@ -19,7 +19,7 @@ import msgspec
 
 FILE_ID_BYTES: Final = 16
 KEY_BYTES: Final = 32
-HASH_BYTES: Final = 32  # BLAKE2b-256 of the plaintext
+HASH_BYTES: Final = 32  # BLAKE3-256 of the plaintext (what `b3sum` prints)
 NONCE_PREFIX_BYTES: Final = 16
 MAX_FILE_SIZE: Final = 2**40
 MIN_CHUNK_SIZE: Final = 64 * 1024

@@ -14,12 +14,13 @@ fresh prekeys, and later kinds (group, file, device, profile updates) as further
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from p2pid.wire.device_link import ContactSnapshot, ProfileFieldCopy
 from p2pid.wire.events import Event
+from p2pid.wire.files import FileId, FileOffer, FileOfferError, check_offer
 from p2pid.wire.records import DevicePrekeys, SignedDeviceList
 
 PROTOCOL_ID: Final = "/p2pid/msg/1"
@@ -214,6 +215,21 @@ class GroupReadCopy(msgspec.Struct, frozen=True, kw_only=True, tag="group-read-c
     up_to: MessageId
 
 
+class FileShare(msgspec.Struct, frozen=True, kw_only=True, tag="file-share"):
+    """A file offered to the recipient (one to one), or to a group's members (`group_id`): the
+    offer holds the file's key; the data is fetched over `/p2pid/file/1`."""
+
+    offer: FileOffer
+    group_id: Key | None = None
+
+
+class FileNotice(msgspec.Struct, frozen=True, kw_only=True, tag="file-notice"):
+    """About a file offer: the recipient has it complete, or either side cancelled it."""
+
+    file_id: FileId
+    state: Literal["complete", "cancelled"]
+
+
 Body = (
     Text
     | DeliveryReceipt
@@ -229,6 +245,8 @@ Body = (
     | GroupKey
     | GroupReceipt
     | GroupReadCopy
+    | FileShare
+    | FileNotice
 )
 
 
@@ -260,6 +278,11 @@ def decode_payload(data: bytes) -> Payload:
         check_text(body.text)
     elif isinstance(body, PrekeyRefill) and len(body.prekeys.one_time_keys) > 100:
         raise PayloadError("a prekey refill holds more than 100 one-time keys")
+    elif isinstance(body, FileShare):
+        try:
+            check_offer(body.offer)
+        except FileOfferError as error:
+            raise PayloadError(str(error)) from None
     return payload
 
 

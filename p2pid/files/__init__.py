@@ -1,0 +1,1 @@
+"""File sharing (issue 8): offers, the bulk path, resumable transfers."""
