@@ -267,6 +267,41 @@ async def test_a_transfer_resumes_after_the_receiver_restarts(
             await state_of(alice, sent.transfer_id, "complete")
 
 
+async def test_a_file_moved_into_place_just_before_a_crash_is_found_on_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_chunks(monkeypatch)
+    source = random_file(tmp_path / "out" / "crash.bin", 1024 * 1024)
+    folder = tmp_path / "got"
+    folder.mkdir()
+    import p2pid.files.service as service
+
+    async with running_node(tmp_path / "alice", "Alice") as alice:
+        async with running_node(tmp_path / "bob", "Bob") as bob:
+            await befriend(alice, bob)
+            await alice.node.files.send("Bob", str(source))
+            offer = await offered(bob)
+            moved = trio.Event()
+
+            async def crash_before_recording(*_args: object) -> None:
+                moved.set()  # the process "dies" here: the state is never recorded
+                await trio.sleep_forever()
+
+            monkeypatch.setattr(service.Files, "_complete", crash_before_recording)
+            await bob.node.files.accept(offer.transfer_id, str(folder))
+            with trio.fail_after(WAIT_SECONDS):
+                await moved.wait()
+        monkeypatch.undo()
+        small_chunks(monkeypatch)
+        assert contents(folder / "crash.bin") == source.read_bytes()
+        async with running_node(tmp_path / "bob", "Bob") as bob:
+            view = await bob.node.files.show(offer.transfer_id)
+            if view.state != "complete":
+                view = await state_of(bob, offer.transfer_id, "complete")
+            assert view.path == str(folder / "crash.bin")
+            assert sorted(p.name for p in folder.iterdir()) == ["crash.bin"]  # not fetched again
+
+
 async def test_the_sender_cancels_and_the_receiver_stops_and_discards(
     tmp_path: Path,
 ) -> None:
@@ -299,10 +334,8 @@ async def test_the_receiver_cancels_and_the_sender_hears_of_it(
         await bob.node.files.accept(offer.transfer_id, str(folder))
         await bob.node.files.cancel(offer.transfer_id)
         assert list(folder.iterdir()) == []  # the partial file is gone
-        view = await eventually(
-            lambda: alice.node.files.show(sent.transfer_id), lambda v: v.state == "complete"
-        )
-        assert view.delivered == 0  # everyone answered; nobody has it
+        view = await state_of(alice, sent.transfer_id, "cancelled")
+        assert (view.delivered, view.error) == (0, "cancelled by the recipient")
 
 
 async def test_a_group_member_fetches_from_another_member_when_the_sender_is_gone(

@@ -341,10 +341,18 @@ class FileAssembler:
         if self.has(index):
             return None
         plaintext = self.cipher.open(index, sealed)
+        self.record(index)
+        return plaintext
+
+    def record(self, index: int) -> bool:
+        """Mark chunk `index` verified: the caller opened it with `self.cipher` (to decrypt
+        outside a lock it holds around this object). False if it was verified already."""
+        if self.has(index):
+            return False
         self._bits[index >> 3] |= 1 << (index & 7)
         self._verified += 1
         self._advance_prefix()
-        return plaintext
+        return True
 
     def missing(self) -> list[range]:
         """The chunk indexes still to fetch, as ranges in order."""

@@ -44,6 +44,7 @@ from p2pid.files.storage import (
     PartFile,
     SourceChangedError,
     file_mtime_ns,
+    find_placed,
     part_path_for,
 )
 from p2pid.files.transport import (
@@ -176,6 +177,7 @@ class Files:
         self._tasks: dict[bytes, _Task] = {}
         self._meters: dict[bytes, _Meter] = {}
         self._served: dict[bytes, int] = {}  # outgoing: bytes served since the daemon started
+        self._serving: dict[bytes, int] = {}  # file id -> size, of the files served
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -370,10 +372,20 @@ class Files:
             done = file_queries.deliveries(conn, row.file_id)
             recipients = self._recipients(conn, self._contact_of(conn, row), row.group_id)
             if all(key in done for key in recipients):
-                row = file_queries.update_transfer(
-                    conn, row.file_id, now, state="complete", completed_at=now
-                )
-                effects.delivered.append(row.file_id)
+                if any(done[key] == "complete" for key in recipients):
+                    row = file_queries.update_transfer(
+                        conn, row.file_id, now, state="complete", completed_at=now
+                    )
+                    effects.delivered.append(row.file_id)
+                else:
+                    row = file_queries.update_transfer(
+                        conn,
+                        row.file_id,
+                        now,
+                        state="cancelled",
+                        error="cancelled by the recipient",
+                    )
+                    effects.stopped.append(row.file_id)
             effects.events.append(FileStateChanged(at_ms=now, transfer=self._view(conn, row)))
             return
         if contact.identity_key != row.peer_identity or body.state != "cancelled":
@@ -485,6 +497,18 @@ class Files:
         if row is None or row.direction != "in" or row.state not in ACTIVE_STATES:
             return
         offer = decode_offer(row.offer)
+        if any(row.bitmap) and not await trio.to_thread.run_sync(os.path.exists, row.part_path):
+            # Killed between moving the file into place and recording it, or the partial file
+            # was deleted: find the moved file, else start over.
+            moved = await trio.to_thread.run_sync(find_placed, row.folder, offer)
+            if moved is not None:
+                await self._complete(row, offer, moved)
+                return
+            row = await self._store.write(
+                lambda conn: file_queries.update_transfer(
+                    conn, file_id, now_ms(), bitmap=b"", bytes_done=0
+                )
+            )
         try:
             part = await trio.to_thread.run_sync(PartFile, offer, row.part_path, row.bitmap)
         except OSError as error:
@@ -622,6 +646,9 @@ class Files:
         except OSError as error:
             await self._set_state(row.file_id, "failed", error=_disk_message(error))
             return
+        await self._complete(row, offer, final)
+
+    async def _complete(self, row: TransferRow, offer: FileOffer, final: str) -> None:
         now = now_ms()
         notice = FileNotice(file_id=row.file_id, state="complete")
         sender = row.peer_identity
@@ -690,6 +717,7 @@ class Files:
         if row.state == "cancelled":
             return Refused(reason="cancelled", message="the transfer was cancelled")
         offer = decode_offer(row.offer)
+        self._serving[file_id] = offer.size
         try:
             if row.direction == "out" or row.state == "complete":
                 return await trio.to_thread.run_sync(
@@ -716,7 +744,10 @@ class Files:
         self._served[file_id] = self._served.get(file_id, 0) + count
         meter = self._meters.get(file_id)
         if meter is None:
-            return
+            size = self._serving.get(file_id)
+            if size is None:
+                return
+            meter = self._meters[file_id] = _Meter(size)
         meter.add(count)
         if meter.due():
             self._publish_progress(file_id, "out", meter)

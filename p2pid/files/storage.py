@@ -18,6 +18,7 @@ from p2pid.crypto.file_chunks import (
     FileAssembler,
     chunk_length,
     chunk_offset,
+    hash_file,
     seal_chunk,
 )
 from p2pid.files.transport import SourceError
@@ -108,8 +109,14 @@ class PartFile:
 
     def open_chunk(self, index: int, sealed: bytes | bytearray | memoryview) -> bytes | None:
         with self._lock:
-            plaintext = self._assembler.accept(index, sealed)
-            if plaintext is not None and self._assembler.hash_next() == index:
+            if self._assembler.has(index):
+                return None
+        # Decrypted outside the lock: the writer thread checkpoints meanwhile.
+        plaintext = self._assembler.cipher.open(index, sealed)
+        with self._lock:
+            if not self._assembler.record(index):
+                return None
+            if self._assembler.hash_next() == index:
                 self._assembler.feed_hash(index, plaintext)
         return plaintext
 
@@ -189,6 +196,23 @@ def _place(part: str, folder: str, name: str) -> str:
         os.unlink(part)
         return target
     raise FileExistsError(errno.EEXIST, f"no free name for {name} in {folder}")
+
+
+def find_placed(folder: str, offer: FileOffer) -> str | None:
+    """The file `PartFile.finish` moved into `folder` for this offer, if it is there whole (its
+    size and content hash match), else None."""
+    for candidate in _candidates(offer.name):
+        path = Path(folder) / candidate
+        try:
+            if path.stat().st_size != offer.size:
+                continue
+        except FileNotFoundError:
+            if candidate != offer.name:
+                return None  # names are taken in order: no later one was used
+            continue
+        if hash_file(path) == offer.content_hash:
+            return str(path)
+    return None
 
 
 def _fsync_directory(folder: str) -> None:
