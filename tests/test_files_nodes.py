@@ -199,6 +199,29 @@ async def test_progress_events_count_up_to_the_size(
         assert (bob.home / "downloads" / "big.bin").read_bytes() == source.read_bytes()
 
 
+async def test_without_a_direct_path_the_file_comes_over_the_libp2p_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_chunks(monkeypatch)
+    source = random_file(tmp_path / "out" / "relayed.bin", 1024 * 1024 + 3)
+    import p2pid.files.service as service
+    from p2pid.wire.file_transfer import Endpoint
+
+    closed = trio.socket.socket()
+    await closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    unreachable = [Endpoint("127.0.0.1", closed.getsockname()[1])]
+    monkeypatch.setattr(service.Files, "_endpoints", lambda self: unreachable)
+    async with running_nodes(tmp_path, "Alice", "Bob") as (alice, bob):
+        await befriend(alice, bob)
+        await alice.node.files.send("Bob", str(source))
+        offer = await offered(bob)
+        await bob.node.files.accept(offer.transfer_id, None)
+        done = await state_of(bob, offer.transfer_id, "complete", "waiting", "failed")
+        assert done.state == "complete", done.error
+        assert contents(done.path) == source.read_bytes()
+    closed.close()
+
+
 async def test_auto_accept_takes_small_files_from_contacts_only_as_configured(
     tmp_path: Path,
 ) -> None:
