@@ -728,13 +728,21 @@ async def test_open_over_libp2p_then_fetch_direct(tmp_path: Path) -> None:
     ):
         serving = Serving(source, bulk)
         holder.set_stream_handler(PROTOCOL_ID, serving.handle)
+        count = source.offer.chunk_count
         with trio.fail_after(TIMEOUT):
             stream = await fetcher.new_stream(holder.peer_id, [PROTOCOL_ID])
             opened = await open_source(stream, source.offer.file_id)
-            await stream.close()
             assert opened.token is not None
             assert opened.endpoints == [Endpoint("127.0.0.1", bulk.port)]
-            await fetch_direct(opened.endpoints, opened.token, sink, ALL, on_chunk=Progress())
+            first = [ChunkRange(0, 10)]
+            await fetch_direct(opened.endpoints, opened.token, sink, first, on_chunk=Progress())
+            # The token is spent: Open again on the same stream for a fresh one.
+            again = await open_source(stream, source.offer.file_id)
+            assert again.token is not None and again.token != opened.token
+            rest = [ChunkRange(10, count)]
+            await fetch_direct(again.endpoints, again.token, sink, rest, on_chunk=Progress())
+            await stream.close()
+            await serving.handled.wait()
     assert sink.path.read_bytes() == data
     assert serving.sent == SIZE
 
@@ -900,3 +908,25 @@ async def test_close_file_stops_a_stream_fetch(tmp_path: Path) -> None:
         finally:
             source.gate.set()
     assert progress.chunks == list(range(8))
+
+
+async def test_cancelling_a_stream_fetch_stops_the_serving_side(tmp_path: Path) -> None:
+    async with file_pair(tmp_path) as (source, sink, _data), two_hosts() as (fetcher, holder):
+        serving = Serving(source, None)
+        holder.set_stream_handler(PROTOCOL_ID, serving.handle)
+        progress = Progress()
+        with trio.fail_after(TIMEOUT):
+            stream = await fetcher.new_stream(holder.peer_id, [PROTOCOL_ID])
+            await open_source(stream, source.offer.file_id, direct=False)
+            with trio.CancelScope() as fetching:
+
+                def on_chunk(index: int, size: int) -> None:
+                    progress(index, size)
+                    if index == 3:
+                        fetching.cancel()
+
+                await fetch_over_stream(stream, sink, ALL, on_chunk=on_chunk)
+            assert fetching.cancelled_caught
+            await serving.handled.wait()
+    assert progress.chunks == [0, 1, 2, 3]
+    assert len(source.reads) < source.offer.chunk_count

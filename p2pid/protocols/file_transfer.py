@@ -12,6 +12,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import nullcontext
+from functools import partial
 from typing import Final
 
 import trio
@@ -33,6 +34,7 @@ from p2pid.net.host import Stream, StreamError, close_quietly, remote_peer_id
 from p2pid.protocols.framed import FramedStream
 from p2pid.wire.file_transfer import (
     MAX_CONTROL_FRAME_BYTES,
+    MAX_ENDPOINTS,
     MAX_FRAME_BYTES,
     Chunk,
     ChunkRange,
@@ -77,14 +79,18 @@ async def serve_file_stream(
     bulk: BulkServer | None,
     endpoints: Callable[[], list[Endpoint]],
     on_sent: Callable[[bytes, int], None],
+    on_bulk_done: Callable[[bytes, bool], None] | None = None,
 ) -> None:
     """Answer one `/p2pid/file/1` stream: Open -> Opened (a token for `bulk` when the fetcher
     wants the direct path and there are endpoints) or Refused; then each Fetch -> Chunk frames +
-    FetchDone, until the fetcher ends the stream. Never raises (but Cancelled): anything wrong is
-    logged and the stream reset. `bulk.close_file` also stops the sends on this stream."""
+    FetchDone, and each further Open -> a fresh Opened, until the fetcher ends the stream. Never
+    raises (but Cancelled): anything wrong is logged and the stream reset. `bulk.close_file`
+    also stops the sends on this stream. `on_sent(file_id, plaintext bytes)` after each chunk
+    sent on either path; `on_bulk_done(file_id, complete)` when the direct connection for the
+    token ends."""
     peer_id = remote_peer_id(stream)
     try:
-        await _serve(stream, peer_id, lookup, bulk, endpoints, on_sent)
+        await _serve(stream, peer_id, lookup, bulk, endpoints, on_sent, on_bulk_done)
     except (FileFrameError, FrameError, StreamError, TransferBroken, trio.TooSlowError) as error:
         logger.info("file stream from %s ended: %s", peer_id, error)
         await _reset(stream)
@@ -102,48 +108,76 @@ async def _serve(
     bulk: BulkServer | None,
     endpoints: Callable[[], list[Endpoint]],
     on_sent: Callable[[bytes, int], None],
+    on_bulk_done: Callable[[bytes, bool], None] | None,
 ) -> None:
+    # Frames in are small (Open, Fetch); frames out go up to a Chunk (an Opened bitmap of a huge
+    # file is bigger than MAX_CONTROL_FRAME_BYTES too).
     framed = FramedStream(stream, MAX_CONTROL_FRAME_BYTES)
-    with trio.fail_after(OPEN_TIMEOUT):
-        first = decode_frame(await framed.receive())
-    if not isinstance(first, Open):
-        raise FileFrameError(f"expected open, got {type(first).__name__}")
-    found = await lookup(first.file_id, peer_id)
-    if isinstance(found, Refused):
-        await framed.send(encode_frame(found))
-        await framed.finish()
-        return
-    source = found
-    file_id = source.offer.file_id
-    offered = endpoints() if first.direct and bulk is not None else []
-    token = None
-    if offered and bulk is not None:
-        token = bulk.issue(source, peer_id, lambda sent: on_sent(file_id, sent))
-    await framed.send(encode_frame(Opened(have=source.have(), endpoints=offered, token=token)))
+
+    async def send(frame: FileFrame) -> None:
+        await stream.write(length_prefixed(encode_frame(frame), MAX_FRAME_BYTES))
 
     async def send_one(index: int, sealed: bytes) -> None:
-        frame = encode_frame(Chunk(index=index, sealed=sealed))
         with trio.fail_after(IDLE_TIMEOUT):
-            await stream.write(length_prefixed(frame, MAX_FRAME_BYTES))
+            await send(Chunk(index=index, sealed=sealed))
 
-    while (data := await framed.receive_or_end()) is not None:
-        fetch = decode_frame(data)
-        if not isinstance(fetch, Fetch):
-            raise FileFrameError(f"expected fetch, got {type(fetch).__name__}")
-        ranges = check_fetch_ranges(source.offer, fetch.ranges)
-        if not bitmap_has_ranges(source.have(), ranges):
-            raise FileFrameError("fetch of chunks this device does not have")
-        try:
-            with bulk.sending(file_id) if bulk is not None else nullcontext() as scope:
-                await send_chunks(source, ranges, send_one, lambda sent: on_sent(file_id, sent))
-        except SourceError as error:
-            await framed.send(encode_frame(Refused(reason="changed", message=str(error)[:512])))
-            await framed.finish()
-            return
-        if scope is not None and scope.cancelled_caught:
-            raise TransferBroken("the file was closed while it was being sent")
-        await framed.send(encode_frame(FetchDone()))
+    with trio.fail_after(OPEN_TIMEOUT):
+        data: bytes | None = await framed.receive()
+    source: ChunkSource | None = None
+    while data is not None:
+        frame = decode_frame(data)
+        if isinstance(frame, Open):  # first, or again for a fresh token and bitmap
+            found = await lookup(frame.file_id, peer_id)
+            if isinstance(found, Refused):
+                await send(found)
+                await framed.finish()
+                return
+            source = found
+            await send(
+                _opened(source, frame.direct, peer_id, bulk, endpoints, on_sent, on_bulk_done)
+            )
+        elif isinstance(frame, Fetch) and source is not None:
+            file_id = source.offer.file_id
+            ranges = check_fetch_ranges(source.offer, frame.ranges)
+            if not bitmap_has_ranges(source.have(), ranges):
+                raise FileFrameError("fetch of chunks this device does not have")
+            try:
+                with bulk.sending(file_id) if bulk is not None else nullcontext() as scope:
+                    await send_chunks(source, ranges, send_one, partial(on_sent, file_id))
+            except SourceError as error:
+                await send(Refused(reason="changed", message=str(error)[:512]))
+                await framed.finish()
+                return
+            if scope is not None and scope.cancelled_caught:
+                raise TransferBroken("the file was closed while it was being sent")
+            await send(FetchDone())
+        else:
+            expected = "open or fetch" if source is not None else "open"
+            raise FileFrameError(f"expected {expected}, got {type(frame).__name__}")
+        data = await framed.receive_or_end()
     await framed.finish()
+
+
+def _opened(
+    source: ChunkSource,
+    direct: bool,
+    peer_id: str,
+    bulk: BulkServer | None,
+    endpoints: Callable[[], list[Endpoint]],
+    on_sent: Callable[[bytes, int], None],
+    on_bulk_done: Callable[[bytes, bool], None] | None,
+) -> Opened:
+    file_id = source.offer.file_id
+    offered = endpoints()[:MAX_ENDPOINTS] if direct and bulk is not None else []
+    if not offered or bulk is None:
+        return Opened(have=source.have())
+    token = bulk.issue(
+        source,
+        peer_id,
+        lambda sent: on_sent(file_id, sent),
+        None if on_bulk_done is None else lambda complete: on_bulk_done(file_id, complete),
+    )
+    return Opened(have=source.have(), endpoints=offered, token=token)
 
 
 async def _reset(stream: Stream) -> None:
@@ -191,7 +225,9 @@ async def fetch_over_stream(
 ) -> None:
     """The fallback path, after `open_source` on the same stream: fetch `ranges` as Chunk frames
     into `sink`. The same checks and errors as `fetch_direct` (TransferBroken for a broken stream
-    or any frame out of place), plus SourceRefused when the serving device stops serving."""
+    or any frame out of place), plus SourceRefused when the serving device stops serving. After
+    an error or a cancel the stream is reset (the serving device stops); after success it can
+    carry another fetch."""
     offer = sink.offer
     asked = check_fetch_ranges(offer, ranges)
     framed = _framed(stream)
@@ -220,7 +256,11 @@ async def fetch_over_stream(
             raise TransferBroken(f"expected the end of the fetch, got {type(frame).__name__}")
 
     try:
-        await framed.send(encode_frame(Fetch(ranges=asked)))
-    except StreamError as error:
-        raise TransferBroken(f"the file stream broke: {error}") from error
-    await receive_chunks(sink, read, on_chunk)
+        try:
+            await framed.send(encode_frame(Fetch(ranges=asked)))
+        except StreamError as error:
+            raise TransferBroken(f"the file stream broke: {error}") from error
+        await receive_chunks(sink, read, on_chunk)
+    except BaseException:
+        await _reset(stream)
+        raise

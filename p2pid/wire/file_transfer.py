@@ -5,7 +5,11 @@ TCP bulk connection it negotiates. See docs/protocol.md, "Files".
 serving device answers `Opened` (which chunks it can serve, and a direct TCP endpoint with a
 one-time token) or `Refused`. The fetching device then either connects to the endpoint (the
 bulk path) or, when that fails, sends `Fetch` on the same stream and reads `Chunk` frames
-followed by `FetchDone` (the fallback path, for relayed routes).
+followed by `FetchDone` (the fallback path, for relayed routes). Chunk frames are in the order
+asked; more `Fetch`es may follow on the same stream. A serving device whose file changed sends
+the chunks it had read, then `Refused` ("changed"); one whose transfer was cancelled resets the
+stream. Frames from the serving device go up to `MAX_FRAME_BYTES`, frames to it up to
+`MAX_CONTROL_FRAME_BYTES`.
 
 The bulk TCP connection: the fetching device writes `BULK_MAGIC ‖ token(32)` and then one
 `Fetch` prefixed by its length (`REQUEST_LENGTH`, at most `MAX_CONTROL_FRAME_BYTES`); see
