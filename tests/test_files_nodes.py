@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -220,6 +221,72 @@ async def test_without_a_direct_path_the_file_comes_over_the_libp2p_stream(
         assert done.state == "complete", done.error
         assert contents(done.path) == source.read_bytes()
     closed.close()
+
+
+async def test_a_direct_endpoint_that_hangs_up_at_once_falls_back_to_the_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in for a middlebox (or another host at that address) that accepts the TCP
+    connection and closes it: the fetcher must not give up on the sender."""
+    small_chunks(monkeypatch)
+    source = random_file(tmp_path / "out" / "middlebox.bin", 512 * 1024)
+    import p2pid.files.service as service
+    from p2pid.wire.file_transfer import Endpoint
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        monkeypatch.setattr(service.Files, "_endpoints", lambda self: [Endpoint("127.0.0.1", port)])
+        async with running_nodes(tmp_path, "Alice", "Bob") as (alice, bob):
+            await befriend(alice, bob)
+            await alice.node.files.send("Bob", str(source))
+            offer = await offered(bob)
+            await bob.node.files.accept(offer.transfer_id, None)
+            done = await state_of(bob, offer.transfer_id, "complete", "waiting", "failed")
+            assert done.state == "complete", done.error
+            assert contents(done.path) == source.read_bytes()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_partial_file_cut_short_meanwhile_starts_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_chunks(monkeypatch)
+    source = random_file(tmp_path / "out" / "cut.bin", 2 * 1024 * 1024)
+    folder = tmp_path / "got"
+    folder.mkdir()
+    import p2pid.files.storage as storage
+
+    async with running_node(tmp_path / "alice", "Alice") as alice:
+        async with running_node(tmp_path / "bob", "Bob") as bob:
+            await befriend(alice, bob)
+            await alice.node.files.send("Bob", str(source))
+            offer = await offered(bob)
+            real = storage.FileSource.read_sealed
+
+            def slow(self: storage.FileSource, index: int) -> bytes:
+                import time
+
+                time.sleep(0.02)
+                return real(self, index)
+
+            monkeypatch.setattr(storage.FileSource, "read_sealed", slow)
+            await bob.node.files.accept(offer.transfer_id, str(folder))
+            await next_event(
+                bob, lambda e: isinstance(e, FileProgress) and e.bytes_done >= 1024 * 1024
+            )
+        monkeypatch.setattr(storage.FileSource, "read_sealed", real)
+        (part,) = folder.iterdir()
+        os.truncate(part, 1000)  # someone cut the partial file short while Bob was stopped
+        async with running_node(tmp_path / "bob", "Bob") as bob:
+            view = await bob.node.files.show(offer.transfer_id)
+            if view.state != "complete":
+                view = await state_of(bob, offer.transfer_id, "complete", "failed")
+            assert view.state == "complete", view.error
+            assert contents(view.path) == source.read_bytes()
 
 
 async def test_auto_accept_takes_small_files_from_contacts_only_as_configured(

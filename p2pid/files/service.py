@@ -515,7 +515,17 @@ class Files:
             await self._set_state(file_id, "failed", error=_disk_message(error))
             return
         try:
-            await trio.to_thread.run_sync(part.catch_up_hash)
+            try:
+                await trio.to_thread.run_sync(part.catch_up_hash)
+            except FileIntegrityError:  # the partial file was cut short or altered meanwhile
+                part.close()
+                self._discard(row.part_path)
+                await self._store.write(
+                    lambda conn: file_queries.update_transfer(
+                        conn, file_id, now_ms(), bitmap=b"", bytes_done=0
+                    )
+                )
+                part = await trio.to_thread.run_sync(PartFile, offer, row.part_path, None)
             meter = self._meters.setdefault(file_id, _Meter(offer.size))
             meter.done = part.written_bytes
             if row.state != "downloading":
@@ -594,19 +604,31 @@ class Files:
             with trio.fail_after(OPEN_TIMEOUT_SECONDS):
                 opened = await open_source(stream, file_id)
             ranges = _ranges(part.missing(), opened.have)
+            direct = opened.token is not None and bool(opened.endpoints)
             while ranges:
-                if opened.token is not None and opened.endpoints:
+                if direct:
+                    assert opened.token is not None
+                    before = meter.done
                     try:
                         await fetch_direct(
                             opened.endpoints, opened.token, part, ranges, on_chunk=on_chunk
                         )
-                    except BulkConnectError as error:
+                    except (BulkConnectError, TransferBroken) as error:
+                        if meter.done > before:
+                            raise  # the direct path works; the transfer broke: try again later
+                        # Unreachable, or reachable but closed at once (a middlebox, another
+                        # host at that address, a listener out of slots): over libp2p instead.
                         log.info("no direct path to %s (%s): over libp2p", peer_id, error)
-                        await fetch_over_stream(stream, part, ranges, on_chunk=on_chunk)
+                        direct = False
+                        ranges = _ranges(part.missing(), opened.have)
+                        continue
                 else:
                     await fetch_over_stream(stream, part, ranges, on_chunk=on_chunk)
-                opened = opened if len(ranges) < MAX_RANGES else await open_source(stream, file_id)
-                ranges = _ranges(part.missing(), opened.have) if len(ranges) >= MAX_RANGES else []
+                if len(ranges) < MAX_RANGES:
+                    break
+                with trio.fail_after(OPEN_TIMEOUT_SECONDS):  # a fresh token for the rest
+                    opened = await open_source(stream, file_id)
+                ranges = _ranges(part.missing(), opened.have)
         finally:
             await close_quietly(stream)
 
@@ -996,9 +1018,9 @@ def _ranges(missing: Sequence[range], have: bytes) -> list[ChunkRange]:
 
 
 def _bulk_host(listen_addrs: Sequence[str]) -> str:
-    """Loopback when libp2p listens on loopback only, else every interface."""
+    """Where libp2p listens: its one IPv4 address, else every interface."""
     hosts = {addr.split("/")[2] for addr in listen_addrs if addr.startswith("/ip4/")}
-    return "127.0.0.1" if hosts and all(h.startswith("127.") for h in hosts) else "0.0.0.0"
+    return hosts.pop() if len(hosts) == 1 else "0.0.0.0"
 
 
 def _disk_message(error: OSError) -> str:

@@ -88,7 +88,7 @@ class PartFile:
             chunk_length(offer, i) for i in range(offer.chunk_count) if self._assembler.has(i)
         )
         self._lock = threading.Lock()
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         self._fd = os.open(path, flags, 0o600)
 
     @property

@@ -40,7 +40,7 @@ class FileTransferView(msgspec.Struct, kw_only=True):
     created_at_ms: int
     updated_at_ms: int
     completed_at_ms: int | None
-    recipients: int = 0  # out: devices that may fetch it
+    recipients: int = 0  # out: people it was offered to (the contact, or the other members)
     delivered: int = 0  # out: recipients (people) that reported it complete
 
 
