@@ -205,13 +205,13 @@ async def test_without_a_direct_path_the_file_comes_over_the_libp2p_stream(
 ) -> None:
     small_chunks(monkeypatch)
     source = random_file(tmp_path / "out" / "relayed.bin", 1024 * 1024 + 3)
-    import p2pid.files.service as service
+    import p2pid.files.serving as serving
     from p2pid.wire.file_transfer import Endpoint
 
     closed = trio.socket.socket()
     await closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
     unreachable = [Endpoint("127.0.0.1", closed.getsockname()[1])]
-    monkeypatch.setattr(service.Files, "_endpoints", lambda self: unreachable)
+    monkeypatch.setattr(serving.FileServer, "_endpoints", lambda self: unreachable)
     async with running_nodes(tmp_path, "Alice", "Bob") as (alice, bob):
         await befriend(alice, bob)
         await alice.node.files.send("Bob", str(source))
@@ -230,7 +230,7 @@ async def test_a_direct_endpoint_that_hangs_up_at_once_falls_back_to_the_stream(
     connection and closes it: the fetcher must not give up on the sender."""
     small_chunks(monkeypatch)
     source = random_file(tmp_path / "out" / "middlebox.bin", 512 * 1024)
-    import p2pid.files.service as service
+    import p2pid.files.serving as serving
     from p2pid.wire.file_transfer import Endpoint
 
     async def hang_up(stream: trio.SocketStream) -> None:
@@ -239,7 +239,9 @@ async def test_a_direct_endpoint_that_hangs_up_at_once_falls_back_to_the_stream(
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1"))
         port = listeners[0].socket.getsockname()[1]
-        monkeypatch.setattr(service.Files, "_endpoints", lambda self: [Endpoint("127.0.0.1", port)])
+        monkeypatch.setattr(
+            serving.FileServer, "_endpoints", lambda self: [Endpoint("127.0.0.1", port)]
+        )
         async with running_nodes(tmp_path, "Alice", "Bob") as (alice, bob):
             await befriend(alice, bob)
             await alice.node.files.send("Bob", str(source))
@@ -377,7 +379,7 @@ async def test_a_file_moved_into_place_just_before_a_crash_is_found_on_restart(
                 moved.set()  # the process "dies" here: the state is never recorded
                 await trio.sleep_forever()
 
-            monkeypatch.setattr(service.Files, "_complete", crash_before_recording)
+            monkeypatch.setattr(service.Files, "complete", crash_before_recording)
             await bob.node.files.accept(offer.transfer_id, str(folder))
             with trio.fail_after(WAIT_SECONDS):
                 await moved.wait()
