@@ -1,7 +1,7 @@
 """The p2pid TUI. Thin: connects to the daemon, routes its events, and switches sections.
 
 Sections are Textual modes (each keeps its own screen stack): chats, contacts, invite, join,
-profile, nearby, devices, kiosks, groups. Later features (files) add a mode, a key and a
+profile, nearby, devices, kiosks, groups, files. Later features add a mode, a key and a
 command here. Daemon events go out on the `daemon_events` signal; a widget that subscribes is
 unsubscribed when it is removed, so an event arriving while a screen is torn down reaches nobody.
 """
@@ -26,6 +26,7 @@ from p2pid.tui.link import DaemonLink, DaemonOptions, Link
 from p2pid.tui.screens.chats import ChatsScreen
 from p2pid.tui.screens.contacts import ContactsScreen
 from p2pid.tui.screens.devices import DevicesScreen
+from p2pid.tui.screens.files import FilesScreen, Opener, open_folder
 from p2pid.tui.screens.groups import GroupsScreen
 from p2pid.tui.screens.help import HelpScreen
 from p2pid.tui.screens.invite import InviteScreen, JoinScreen
@@ -34,6 +35,7 @@ from p2pid.tui.screens.kiosks import KiosksScreen
 from p2pid.tui.screens.nearby import NearbyScreen
 from p2pid.tui.screens.profile import ProfileScreen
 from p2pid.tui.screens.welcome import UnlockScreen, WelcomeScreen
+from p2pid.tui.widgets.file_records import file_toast
 
 LinkFactory = Callable[[Home, str | None], Awaitable[Link]]
 
@@ -48,6 +50,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "devices": ("Devices", "my devices: approve a new one, revoke one"),
     "kiosks": ("Kiosks", "pair with a kiosk or TV, run its routines, log out"),
     "groups": ("Groups", "group chats, their members, invites and join requests"),
+    "files": ("Files", "files sent and offered: accept, cancel, open the folder, send one"),
 }
 
 
@@ -64,6 +67,7 @@ class P2pidApp(App[None]):
         "devices": DevicesScreen,
         "kiosks": KiosksScreen,
         "groups": GroupsScreen,
+        "files": FilesScreen,
     }
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "help", "Help"),
@@ -76,6 +80,7 @@ class P2pidApp(App[None]):
         Binding("f8", "section('devices')", "Devices"),
         Binding("f9", "section('kiosks')", "Kiosks"),
         Binding("f10", "section('groups')", "Groups"),
+        Binding("f11", "section('files')", "Files"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -84,6 +89,7 @@ class P2pidApp(App[None]):
         home: Home,
         link_factory: LinkFactory | None = None,
         daemon: DaemonOptions | None = None,
+        opener: Opener | None = None,
     ) -> None:
         super().__init__()
         self.home = home
@@ -91,6 +97,7 @@ class P2pidApp(App[None]):
         self._link: Link | None = None
         self.daemon_events: Signal[dict[str, Any]] = Signal(self, "daemon-events")
         self.viewing_conversation: str | None = None  # set by the chat screen: no toast for it
+        self.open_folder: Opener = opener or open_folder  # shows a folder; False if it cannot
 
     # -- the daemon ------------------------------------------------------------------------
 
@@ -174,6 +181,11 @@ class P2pidApp(App[None]):
             )
         elif kind == "group.changed" and event.get("my_role") == "removed":
             self.notify("an admin removed you from this group", title=str(event.get("name")))
+        elif kind in ("file.offered", "file.state"):
+            toast = file_toast(event)
+            if toast is not None:
+                text, title, severity = toast
+                self.notify(text, title=title, severity=severity)
         elif kind == "kiosk.approval_requested":
             ask_approval(self, event)  # "Allow <person> on <kiosk>?", wherever the person is
         elif kind == "daemon.stopping":

@@ -25,6 +25,7 @@ HELP = """\
 | F8 | my devices (approve a new one, revoke one) |
 | F9 | kiosks and TVs (pair, run routines, log out) |
 | F10 | groups (new, join by code, join requests, members, invites) |
+| F11 | files (accept, cancel, open the folder, send one) |
 | Ctrl+P | command palette: every action by name |
 | Ctrl+Q | quit (the daemon keeps running) |
 
@@ -59,6 +60,7 @@ The mark before each of your messages: `·` pending, `✓` delivered, `✓✓` r
 | n / j / r / m | groups (F10): new group / join by code / join requests / members |
 | Ctrl+G / Ctrl+R | in a group chat: members / receipts of my messages |
 | a / x / p / d / r / i / l | group members: add / remove / promote / demote / rename / invite / leave |
+| a / c / o / s / r | files (F11): accept into a folder / cancel / open the folder / send a file / refresh |
 
 Press Escape to close.
 """  # noqa: E501 (a table row is one line)
