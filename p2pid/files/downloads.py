@@ -184,10 +184,10 @@ class Downloads:
                 if error.errno in DISK_ERRNOS or not isinstance(error, ConnectionError):
                     await self._checkpoint(row.file_id, part)
                     return "failed", disk_message(error)
-                errors.append(f"{peer_id[:12]}: {error}")
+                errors.append(f"{_device(peer_id, row)}: {error}")
             except FileIntegrityError as error:  # a holder that serves bad data: not from them
                 log.warning("refusing data from %s: %s", peer_id, error)
-                errors.append(f"{peer_id[:12]} sent bad data")
+                errors.append(f"{_device(peer_id, row)} sent data that does not verify")
             except (
                 NetError,
                 SourceRefused,
@@ -196,13 +196,13 @@ class Downloads:
                 trio.TooSlowError,
             ) as error:
                 log.info("fetching %s from %s: %r", offer.name, peer_id, error)
-                errors.append(f"{peer_id[:12]}: {error}")
+                errors.append(f"{_device(peer_id, row)} {_why(error)}")
             finally:
                 await self._checkpoint(row.file_id, part)
         if part.complete:
             return None
         reason = "; ".join(errors[-3:]) or "no device that holds the file is reachable"
-        return "waiting", reason
+        return "waiting", f"{reason}; retrying"
 
     async def _sources(self, row: TransferRow) -> list[str]:
         """The sender's device first; for a group, then the members' devices, online first."""
@@ -332,6 +332,21 @@ def ranges_to_fetch(missing: Sequence[range], have: bytes) -> list[ChunkRange]:
         if len(ranges) >= MAX_RANGES:
             return ranges[:MAX_RANGES]
     return ranges
+
+
+def _device(peer_id: str, row: TransferRow) -> str:
+    who = "the sender's device" if peer_id == row.sender_peer_id else "a member's device"
+    return f"{who} ({peer_id[:16]}…)"
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, SourceRefused):
+        return f"refused: {error}"
+    if isinstance(error, TransferBroken):
+        return f"went away part way ({error})"
+    if isinstance(error, trio.TooSlowError):
+        return "did not answer"
+    return f"is unreachable ({error})"
 
 
 def disk_message(error: OSError) -> str:

@@ -524,6 +524,8 @@ class Files:
             bytes_done = min(offer.size, self._server.served(row.file_id))
             if row.state == "complete":
                 bytes_done = offer.size
+        elif row.state == "cancelled":
+            bytes_done = 0  # the partial file is gone
         elif row.file_id in self._downloads.meters:
             bytes_done = self._downloads.meters[row.file_id].done
         return FileTransferView(
@@ -538,7 +540,12 @@ class Files:
             group_id=row.group_id.hex() if row.group_id else "",
             group_name=group.name if group else "",
             bytes_done=bytes_done,
-            path=row.path or (str(Path(row.folder) / offer.name) if row.folder else ""),
+            path=row.path
+            or (
+                str(Path(row.folder) / offer.name)
+                if row.folder and row.state != "cancelled"
+                else ""
+            ),
             folder=row.folder,
             error=row.error,
             content_hash=offer.content_hash.hex(),
