@@ -18,6 +18,7 @@ import trio
 
 from p2pid.crypto.file_chunks import (
     ChunkError,
+    ContentHashError,
     chunk_length,
     chunk_offset,
     hash_file,
@@ -36,6 +37,7 @@ from p2pid.files.transport import (
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols.file_transfer import (
     SourceRefused,
+    fetch_manifest,
     fetch_over_stream,
     open_source,
     serve_file_stream,
@@ -78,11 +80,15 @@ class FileSource:
     def __init__(self, path: Path, offer: FileOffer, have: bytes = b"") -> None:
         self.offer = offer
         self._have = have
+        self._manifest = hash_file(path, offer.chunk_size)[1]
         self._fd = os.open(path, os.O_RDONLY)
         self.reads: list[int] = []
 
     def have(self) -> bytes:
         return self._have
+
+    def manifest(self) -> bytes:
+        return self._manifest
 
     def read_sealed(self, index: int) -> bytes:
         self.reads.append(index)
@@ -148,7 +154,8 @@ def make_file(tmp_path: Path, size: int = SIZE) -> tuple[Path, bytes, FileOffer]
     data = os.urandom(size)
     path = tmp_path / "original.bin"
     path.write_bytes(data)
-    offer = new_offer("original.bin", size, "application/octet-stream", hash_file(path), CHUNK)
+    content_hash = hash_file(path, CHUNK)[0]
+    offer = new_offer("original.bin", size, "application/octet-stream", content_hash, CHUNK)
     return path, data, offer
 
 
@@ -718,6 +725,43 @@ async def test_a_file_comes_through_the_stream_path_byte_identical(tmp_path: Pat
     assert progress.chunks == list(range(count))
     assert serving.sent == SIZE
     assert serving.asked == [(source.offer.file_id, fetcher.peer_id)]
+
+
+@pytest.mark.parametrize("page_digests", [1, 7, 32 * 1024])
+async def test_the_manifest_comes_in_pages_and_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page_digests: int
+) -> None:
+    import p2pid.protocols.file_transfer as protocol
+
+    monkeypatch.setattr(protocol, "MANIFEST_PAGE_BYTES", page_digests * 32)
+    async with file_pair(tmp_path) as (source, _sink, _data), two_hosts() as (fetcher, holder):
+        serving = Serving(source, None)
+        holder.set_stream_handler(PROTOCOL_ID, serving.handle)
+        with trio.fail_after(TIMEOUT):
+            stream = await fetcher.new_stream(holder.peer_id, [PROTOCOL_ID])
+            await open_source(stream, source.offer.file_id, direct=False)
+            manifest = await fetch_manifest(stream, source.offer)
+            await stream.close()
+    assert manifest == source.manifest()
+    assert len(manifest) == 32 * source.offer.chunk_count
+
+
+async def test_a_forged_manifest_is_refused(tmp_path: Path) -> None:
+    """A holder (say, a group member) that serves digests of other content: the offer's content
+    hash refuses them before any chunk is fetched."""
+    async with file_pair(tmp_path) as (source, _sink, _data), two_hosts() as (fetcher, holder):
+        forged = bytearray(source.manifest())
+        forged[40] ^= 1
+        source._manifest = bytes(forged)
+        serving = Serving(source, None)
+        holder.set_stream_handler(PROTOCOL_ID, serving.handle)
+        with trio.fail_after(TIMEOUT):
+            stream = await fetcher.new_stream(holder.peer_id, [PROTOCOL_ID])
+            await open_source(stream, source.offer.file_id, direct=False)
+            with pytest.raises(ContentHashError):
+                await fetch_manifest(stream, source.offer)
+            await stream.close()
+    assert source.reads == []
 
 
 async def test_open_over_libp2p_then_fetch_direct(tmp_path: Path) -> None:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import blake3
 import pytest
 
+from p2pid.crypto.file_chunks import hash_file
 from p2pid.home import Home
 from p2pid.launcher import daemon_is_running
 from p2pid.rpc.client import BlockingClient
@@ -232,7 +232,8 @@ def make_inbox(pair: Pair, name: str) -> Path:
 
 
 def digest(path: Path) -> str:
-    return str(blake3.blake3(path.read_bytes()).hexdigest())
+    """The content hash p2pid computes (1 MiB chunks, the daemon's)."""
+    return hash_file(path)[0].hex()
 
 
 def part_files(inbox: Path) -> list[str]:

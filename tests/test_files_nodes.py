@@ -14,11 +14,10 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-import blake3
 import pytest
 import trio
 
-from p2pid.crypto.file_chunks import new_offer
+from p2pid.crypto.file_chunks import hash_file, new_offer
 from p2pid.events import EventBus
 from p2pid.files.errors import FilesError
 from p2pid.home import Home
@@ -135,7 +134,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """64 KiB chunks instead of 1 MiB, so a few-MiB file has many chunks to resume from."""
     import p2pid.files.service as service
 
-    monkeypatch.setattr(service, "new_offer", lambda *a: new_offer(*a, chunk_size=CHUNK))
+    monkeypatch.setattr(service, "CHUNK_SIZE", CHUNK)
 
 
 async def test_a_file_goes_to_a_contact_and_arrives_whole(
@@ -147,7 +146,7 @@ async def test_a_file_goes_to_a_contact_and_arrives_whole(
         await befriend(alice, bob)
         sent = await alice.node.files.send("Bob", str(source))
         assert (sent.direction, sent.state, sent.recipients) == ("out", "sending", 1)
-        assert sent.content_hash == blake3.blake3(source.read_bytes()).hexdigest()
+        assert sent.content_hash == hash_file(source, CHUNK)[0].hex()
 
         offer = await offered(bob)
         assert (offer.name, offer.size, offer.peer_name, offer.state) == (
@@ -463,6 +462,53 @@ async def test_a_group_member_fetches_from_another_member_when_the_sender_is_gon
         assert contents(done.path) == source.read_bytes()
 
 
+async def test_a_member_serving_forged_chunks_is_refused_and_the_sender_serves_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every member holds the file key, so a member can seal other content that decrypts: the
+    chunk digests (the manifest the offer's hash names) refuse it."""
+    small_chunks(monkeypatch)
+    source = random_file(tmp_path / "out" / "minutes.odt", 1024 * 1024 + 99)
+    import p2pid.files.storage as storage
+
+    async with (
+        running_node(tmp_path / "bob", "Bob") as bob,
+        running_node(tmp_path / "carol", "Carol") as carol,
+    ):
+        async with running_node(tmp_path / "alice", "Alice") as alice:
+            await befriend(alice, bob)
+            await befriend(alice, carol)
+            group = (await alice.node.groups.create("Board", "B", ["Bob", "Carol"])).group_id
+            for member in (bob, carol):
+                await eventually(
+                    lambda m=member: m.node.groups.list_groups(),
+                    lambda groups: any(g.group_id == group for g in groups),
+                )
+            await alice.node.files.send("Board", str(source))
+            for_bob = await offered(bob)
+            for_carol = await offered(carol)
+            await bob.node.files.accept(for_bob.transfer_id, None)
+            await state_of(bob, for_bob.transfer_id, "complete")
+        real = storage.FileSource.read_sealed
+        bobs = str(bob.home)
+
+        def forged(self: storage.FileSource, index: int) -> bytes:
+            if not self.path.startswith(bobs):
+                return real(self, index)
+            length = storage.chunk_length(self.offer, index)
+            return storage.seal_chunk(self.offer, index, os.urandom(length))
+
+        monkeypatch.setattr(storage.FileSource, "read_sealed", forged)
+        await carol.node.files.accept(for_carol.transfer_id, None)
+        waiting = await state_of(carol, for_carol.transfer_id, "waiting", "complete")
+        assert waiting.state == "waiting"
+        assert "a member's device" in waiting.error and "does not verify" in waiting.error
+        assert (await carol.node.files.show(for_carol.transfer_id)).bytes_done == 0
+        async with running_node(tmp_path / "alice", "Alice"):
+            done = await state_of(carol, for_carol.transfer_id, "complete")
+            assert contents(done.path) == source.read_bytes()
+
+
 async def test_a_stranger_cannot_fetch_a_file_offered_to_someone_else(
     tmp_path: Path,
 ) -> None:
@@ -517,7 +563,7 @@ async def test_a_wrong_content_hash_fails_and_leaves_nothing_behind(tmp_path: Pa
         import p2pid.files.service as service
 
         real = service.hash_file
-        service.hash_file = lambda path: bytes(32)  # type: ignore[assignment]
+        service.hash_file = lambda path, size: (bytes(32), real(path, size)[1])  # type: ignore[assignment]
         try:
             await alice.node.files.send("Bob", str(source))
         finally:
@@ -526,7 +572,7 @@ async def test_a_wrong_content_hash_fails_and_leaves_nothing_behind(tmp_path: Pa
         await bob.node.files.accept(offer.transfer_id, str(folder))
         failed = await state_of(bob, offer.transfer_id, "failed", "complete")
         assert failed.state == "failed"
-        assert "content hash" in failed.error
+        assert "does not match its own offer" in failed.error
         assert list(folder.iterdir()) == []
 
 

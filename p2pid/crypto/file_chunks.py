@@ -1,5 +1,5 @@
-"""Encrypted file chunks (issue 8), sans-IO: sealing and opening one chunk, and the receiver's
-record of which chunks are verified and how far the content hash has got.
+"""Encrypted file chunks (issue 8), sans-IO: sealing and opening one chunk, the chunk digests and
+the content hash, and the receiver's record of which chunks are verified.
 
 Each chunk is sealed on its own with XChaCha20-Poly1305-IETF under the file's key, so chunks can
 be fetched in any order, from any holder, and a transfer resumes from the chunks already
@@ -16,13 +16,13 @@ derives the subkey once (libsodium's `crypto_core_hchacha20`) and lets OpenSSL (
 about twice as fast here, compute every chunk. Where either is missing it falls back to
 libsodium's XChaCha20-Poly1305. The bytes are the same either way.
 
-The content hash (BLAKE3-256 of the plaintext, in order: what `b3sum` prints) is checked before a
-file is reported complete. Chunks arrive out of order, and the whole file must never sit in
-memory, so the assembler keeps a hasher over the contiguous verified prefix (chunks 0..k-1):
-after storing a chunk, the caller asks `hash_next()` for the next chunk the hasher needs and feeds
-it with `feed_hash`, reading it back from the partial file when it arrived ahead of the prefix.
-Each chunk is hashed once, and memory holds at most one chunk. After a restart the hasher state is
-gone: the resumed assembler starts hashing from chunk 0 again (reading back the verified chunks).
+The content hash covers the whole file and can be checked chunk by chunk, from any holder, in
+any order: each chunk's plaintext has a BLAKE3-256 digest; the manifest is the digests in order
+(32 bytes per chunk); the content hash is BLAKE3 of the manifest in derive-key mode under
+MANIFEST_CONTEXT. The receiver fetches the manifest (from anyone), checks it against the offer's
+content hash (`check_manifest`), and then checks every chunk against its digest before writing
+it: a chunk that decrypts but is not the sender's (a group member holds the key too) is refused
+and its source known. A file whose every chunk matched its digest matches the content hash.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from p2pid.wire.files import (
     DEFAULT_CHUNK_SIZE,
     FILE_ID_BYTES,
-    HASH_BYTES,
     KEY_BYTES,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
     NONCE_PREFIX_BYTES,
     FileOffer,
     check_offer,
@@ -57,6 +58,8 @@ from p2pid.wire.files import (
 TAG_BYTES: Final = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
 
 CHUNK_CONTEXT: Final = b"p2pid-file-chunk-v1\0"
+MANIFEST_CONTEXT: Final = "p2pid 2026-11-22 file manifest v1"
+DIGEST_BYTES: Final = 32
 
 Bytes: TypeAlias = bytes | bytearray | memoryview
 
@@ -77,11 +80,11 @@ class ChunkError(FileIntegrityError):
 
 
 class IncompleteFileError(FileIntegrityError):
-    """The file is not complete yet: chunks are missing or not hashed."""
+    """The file is not complete yet: chunks are missing."""
 
 
 class ContentHashError(FileIntegrityError):
-    """Every chunk authenticated, but the plaintext does not hash to the offer's content hash."""
+    """A manifest (the chunk digests) that is not the one the offer's content hash names."""
 
 
 # -- offers ------------------------------------------------------------------------------------
@@ -111,17 +114,52 @@ def new_offer(
     )
 
 
-def content_hasher() -> blake3.blake3:
-    """An empty BLAKE3 hasher; its `digest()` (32 bytes) is a content hash."""
-    return blake3.blake3()
+def chunk_digest(plaintext: Bytes) -> bytes:
+    """BLAKE3-256 of one chunk's plaintext."""
+    return blake3.blake3(plaintext).digest()
 
 
-def hash_file(path: str | os.PathLike[str]) -> bytes:
-    """BLAKE3-256 of a file's content (what `b3sum` prints), memory-mapped and hashed on every
-    core."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    hasher.update_mmap(path)
-    return hasher.digest(HASH_BYTES)
+def manifest_hash(manifest: Bytes) -> bytes:
+    """The content hash of a file whose chunk digests, in order, are `manifest`."""
+    return blake3.blake3(manifest, derive_key_context=MANIFEST_CONTEXT).digest()
+
+
+def hash_file(
+    path: str | os.PathLike[str], chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> tuple[bytes, bytes]:
+    """(content hash, manifest) of a file cut in `chunk_size` chunks, read one chunk at a time."""
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
+        raise ValueError(f"the chunk size {chunk_size} is not a power of two in range")
+    digests = bytearray()
+    buffer = bytearray(chunk_size)
+    with open(path, "rb", buffering=0) as file:
+        while True:
+            count = file.readinto(buffer)
+            if not count:
+                break
+            while count < chunk_size:  # a short read before the end of the file
+                more = file.readinto(memoryview(buffer)[count:])
+                if not more:
+                    break
+                count += more
+            digests += chunk_digest(memoryview(buffer)[:count])
+            if count < chunk_size:
+                break
+    if not digests:  # an empty file is one empty chunk
+        digests += chunk_digest(b"")
+    return manifest_hash(digests), bytes(digests)
+
+
+def check_manifest(offer: FileOffer, manifest: Bytes) -> bytes:
+    """The manifest, if it is the one the offer's content hash names; else ContentHashError."""
+    if len(manifest) != offer.chunk_count * DIGEST_BYTES:
+        raise ContentHashError(
+            f"the manifest is {len(manifest)} bytes, not {offer.chunk_count} digests of "
+            f"{DIGEST_BYTES}"
+        )
+    if manifest_hash(manifest) != offer.content_hash:
+        raise ContentHashError("the manifest does not match the content hash of the offer")
+    return bytes(manifest)
 
 
 # -- chunks ------------------------------------------------------------------------------------
@@ -287,19 +325,27 @@ def _check_index(offer: FileOffer, index: int) -> None:
 
 
 class FileAssembler:
-    """Which chunks of one file are verified, and the content hash over the verified prefix.
+    """Which chunks of one file are verified, each against its digest in the manifest.
 
     Sans-IO: the caller writes each plaintext `accept` returns at `chunk_offset(index)` of the
-    partial file, saves `bitmap()` once the data is durable, and feeds the hasher (see the module
-    docstring). `finish()` says whether the file may be moved into place.
+    partial file and saves `bitmap()` once the data is durable. `finish()` says whether the file
+    may be moved into place. `verify` and `record` split `accept` for a caller that opens chunks
+    outside a lock it holds around this object (`verify` changes nothing).
     """
 
     def __init__(
-        self, offer: FileOffer, bitmap: bytes | None = None, *, openssl: bool | None = None
+        self,
+        offer: FileOffer,
+        manifest: bytes,
+        bitmap: bytes | None = None,
+        *,
+        openssl: bool | None = None,
     ) -> None:
-        """`bitmap`: a saved `bitmap()` of the same offer, to resume. `openssl`: as for
+        """`manifest`: the file's chunk digests (ContentHashError if it is not the offer's).
+        `bitmap`: a saved `bitmap()` of the same offer, to resume. `openssl`: as for
         `ChunkCipher`."""
         self.offer = check_offer(offer)
+        self._manifest = check_manifest(offer, manifest)
         self.cipher = ChunkCipher(offer, openssl=openssl)
         size = (offer.chunk_count + 7) // 8
         if bitmap is None:
@@ -311,10 +357,6 @@ class FileAssembler:
                 raise ValueError("the saved bitmap does not fit this file")
             self._bits = bytearray(bitmap)
         self._verified = sum(byte.bit_count() for byte in self._bits)
-        self._prefix = 0
-        self._hashed = 0
-        self._hasher = content_hasher()
-        self._advance_prefix()
 
     @property
     def verified(self) -> int:
@@ -323,7 +365,7 @@ class FileAssembler:
 
     @property
     def complete(self) -> bool:
-        """Every chunk is verified (the content hash may still be unchecked)."""
+        """Every chunk is verified."""
         return self._verified == self.offer.chunk_count
 
     def has(self, index: int) -> bool:
@@ -340,19 +382,40 @@ class FileAssembler:
         before (a duplicate: nothing to write). ChunkError for a chunk that is refused."""
         if self.has(index):
             return None
-        plaintext = self.cipher.open(index, sealed)
+        plaintext = self.verify(index, sealed)
         self.record(index)
         return plaintext
 
+    def verify(self, index: int, sealed: Bytes) -> bytes:
+        """Open the chunk and check it against its digest; its plaintext, or ChunkError."""
+        plaintext = self.cipher.open(index, sealed)
+        self.check_plaintext(index, plaintext)
+        return plaintext
+
+    def check_plaintext(self, index: int, plaintext: Bytes) -> None:
+        """ChunkError unless `plaintext` is chunk `index` of the file (read back from disk, or
+        just opened)."""
+        _check_index(self.offer, index)
+        if len(plaintext) != chunk_length(self.offer, index):
+            raise ChunkError(f"chunk {index} has the wrong length")
+        expected = self._manifest[index * DIGEST_BYTES : (index + 1) * DIGEST_BYTES]
+        if chunk_digest(plaintext) != expected:
+            raise ChunkError(f"chunk {index} is not the sender's: its digest does not match")
+
     def record(self, index: int) -> bool:
-        """Mark chunk `index` verified: the caller opened it with `self.cipher` (to decrypt
-        outside a lock it holds around this object). False if it was verified already."""
+        """Mark chunk `index` verified (the caller checked it with `verify`). False if it was
+        verified already."""
         if self.has(index):
             return False
         self._bits[index >> 3] |= 1 << (index & 7)
         self._verified += 1
-        self._advance_prefix()
         return True
+
+    def forget(self, index: int) -> None:
+        """Chunk `index` is not verified any more (it did not read back from disk)."""
+        if self.has(index):
+            self._bits[index >> 3] &= ~(1 << (index & 7)) & 0xFF
+            self._verified -= 1
 
     def missing(self) -> list[range]:
         """The chunk indexes still to fetch, as ranges in order."""
@@ -379,35 +442,11 @@ class FileAssembler:
         if start is not None:
             yield range(start, count)
 
-    def hash_next(self) -> int | None:
-        """The index of the chunk the hasher needs next, if it is verified; else None."""
-        return self._hashed if self._hashed < self._prefix else None
-
-    def feed_hash(self, index: int, plaintext: Bytes) -> None:
-        """Hash chunk `index`, the one `hash_next()` named."""
-        if index != self.hash_next():
-            raise ValueError(f"the hasher needs chunk {self.hash_next()}, not {index}")
-        if len(plaintext) != chunk_length(self.offer, index):
-            raise ChunkError(f"chunk {index} read back with the wrong length")
-        self._hasher.update(plaintext)
-        self._hashed += 1
-
     def finish(self) -> None:
-        """Return if the file is complete and hashes to the offer's content hash; else
-        IncompleteFileError or ContentHashError (nothing may be reported complete)."""
+        """Return if every chunk is verified (so the file matches the content hash); else
+        IncompleteFileError (nothing may be reported complete)."""
         if not self.complete:
             raise IncompleteFileError(
                 f"{self.offer.chunk_count - self._verified} of {self.offer.chunk_count} chunks "
                 "are missing"
             )
-        if self._hashed < self.offer.chunk_count:
-            raise IncompleteFileError(
-                f"only {self._hashed} of {self.offer.chunk_count} chunks are hashed"
-            )
-        if self._hasher.digest() != self.offer.content_hash:
-            raise ContentHashError("the file does not match the content hash of the offer")
-
-    def _advance_prefix(self) -> None:
-        count = self.offer.chunk_count
-        while self._prefix < count and self._bits[self._prefix >> 3] >> (self._prefix & 7) & 1:
-            self._prefix += 1

@@ -24,13 +24,25 @@ from p2pid.files.meter import Meter
 from p2pid.files.storage import PartFile, find_placed
 from p2pid.files.transport import BulkConnectError, TransferBroken, fetch_direct
 from p2pid.net import NetError
-from p2pid.net.host import NetHost, close_quietly
-from p2pid.protocols.file_transfer import SourceRefused, fetch_over_stream, open_source
+from p2pid.net.host import NetHost, StreamError, close_quietly
+from p2pid.protocols.file_transfer import (
+    SourceRefused,
+    fetch_manifest,
+    fetch_over_stream,
+    open_source,
+)
 from p2pid.store import files as file_queries
 from p2pid.store.files import TransferRow
 from p2pid.store.trio_store import TrioStore
-from p2pid.wire.file_transfer import MAX_RANGES, PROTOCOL_ID, ChunkRange, bitmap_has
+from p2pid.wire.file_transfer import (
+    MAX_RANGES,
+    PROTOCOL_ID,
+    ChunkRange,
+    FileFrameError,
+    bitmap_has,
+)
 from p2pid.wire.files import FileOffer, decode_offer
+from p2pid.wire.framing import FrameError
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -44,6 +56,16 @@ RETRY_SECONDS: Final = 30.0
 SOURCES_PER_ATTEMPT: Final = 8
 OPEN_TIMEOUT_SECONDS: Final = 10.0
 ACTIVE_STATES: Final = ("downloading", "waiting")
+SOURCE_ERRORS: Final = (
+    NetError,
+    SourceRefused,
+    TransferBroken,
+    BulkConnectError,
+    FileFrameError,
+    FrameError,
+    StreamError,
+    trio.TooSlowError,
+)
 DISK_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
@@ -136,23 +158,30 @@ class Downloads:
                     conn, file_id, now_ms(), bitmap=b"", bytes_done=0
                 )
             )
+        manifest = row.manifest
+        if not manifest:
+            fetched = await self._fetch_manifest(row, offer)
+            if isinstance(fetched, tuple):
+                state, reason = fetched
+                await self._hooks.set_state(file_id, state, error=reason)
+                return
+            manifest = fetched
+            await self._store.write(
+                lambda conn: file_queries.update_transfer(
+                    conn, file_id, now_ms(), manifest=manifest
+                )
+            )
         try:
-            part = await trio.to_thread.run_sync(PartFile, offer, row.part_path, row.bitmap)
+            part = await trio.to_thread.run_sync(
+                PartFile, offer, row.part_path, manifest, row.bitmap
+            )
         except OSError as error:
             await self._hooks.set_state(file_id, "failed", error=disk_message(error))
             return
         try:
-            try:
-                await trio.to_thread.run_sync(part.catch_up_hash)
-            except FileIntegrityError:  # the partial file was cut short or altered meanwhile
-                part.close()
-                discard(row.part_path)
-                await self._store.write(
-                    lambda conn: file_queries.update_transfer(
-                        conn, file_id, now_ms(), bitmap=b"", bytes_done=0
-                    )
-                )
-                part = await trio.to_thread.run_sync(PartFile, offer, row.part_path, None)
+            dropped = await trio.to_thread.run_sync(part.check_durable)
+            if dropped:
+                log.warning("%d chunks of %s did not read back: fetched again", dropped, part.path)
             meter = self.meters.setdefault(file_id, Meter(offer.size))
             meter.done = part.written_bytes
             if row.state != "downloading":
@@ -169,6 +198,30 @@ class Downloads:
         finally:
             part.close()
             self.meters.pop(file_id, None)
+
+    async def _fetch_manifest(self, row: TransferRow, offer: FileOffer) -> bytes | tuple[str, str]:
+        """The file's chunk digests, from the first source that gives ones matching the offer's
+        content hash; else (the state, the error) to record."""
+        errors: list[str] = []
+        for peer_id in await self._sources(row):
+            try:
+                with trio.fail_after(OPEN_TIMEOUT_SECONDS):
+                    stream = await self._net.new_stream(peer_id, [PROTOCOL_ID])
+                try:
+                    with trio.fail_after(OPEN_TIMEOUT_SECONDS):
+                        await open_source(stream, row.file_id, direct=False)
+                    return await fetch_manifest(stream, offer)  # a timeout per part
+                finally:
+                    await close_quietly(stream)
+            except ContentHashError:
+                if peer_id == row.sender_peer_id:
+                    return "failed", "the sender's file does not match its own offer (its hash)"
+                errors.append(f"{_device(peer_id, row)} sent digests that do not verify")
+            except SOURCE_ERRORS as error:
+                log.info("the manifest of %s from %s: %r", offer.name, peer_id, error)
+                errors.append(f"{_device(peer_id, row)} {_why(error)}")
+        reason = "; ".join(errors[-3:]) or "no device that holds the file is reachable"
+        return "waiting", f"{reason}; retrying"
 
     async def _fetch_from_sources(
         self, row: TransferRow, offer: FileOffer, part: PartFile, meter: Meter
@@ -188,13 +241,7 @@ class Downloads:
             except FileIntegrityError as error:  # a holder that serves bad data: not from them
                 log.warning("refusing data from %s: %s", peer_id, error)
                 errors.append(f"{_device(peer_id, row)} sent data that does not verify")
-            except (
-                NetError,
-                SourceRefused,
-                TransferBroken,
-                BulkConnectError,
-                trio.TooSlowError,
-            ) as error:
+            except SOURCE_ERRORS as error:
                 log.info("fetching %s from %s: %r", offer.name, peer_id, error)
                 errors.append(f"{_device(peer_id, row)} {_why(error)}")
             finally:
@@ -344,7 +391,7 @@ def _why(error: Exception) -> str:
         return f"refused: {error}"
     if isinstance(error, TransferBroken):
         return f"went away part way ({error})"
-    if isinstance(error, trio.TooSlowError):
+    if isinstance(error, trio.TooSlowError | FrameError | StreamError):
         return "did not answer"
     return f"is unreachable ({error})"
 

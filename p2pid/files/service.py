@@ -58,7 +58,13 @@ from p2pid.wire.file_views import (
     FileStateChanged,
     FileTransferView,
 )
-from p2pid.wire.files import MAX_FILE_SIZE, FileOffer, decode_offer, encode_offer
+from p2pid.wire.files import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_FILE_SIZE,
+    FileOffer,
+    decode_offer,
+    encode_offer,
+)
 from p2pid.wire.messages import FileNotice, FileShare
 
 if TYPE_CHECKING:
@@ -69,6 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("complete", "failed", "cancelled")
+CHUNK_SIZE = DEFAULT_CHUNK_SIZE
 
 
 def file_hex(file_id: bytes) -> str:
@@ -123,14 +130,14 @@ class Files:
     async def send(self, target: str, path: str) -> FileTransferView:
         status = await trio.to_thread.run_sync(_readable_file, path)
         contact, group_id = await self._target(target)
-        content_hash = await trio.to_thread.run_sync(hash_file, path)
+        content_hash, manifest = await trio.to_thread.run_sync(hash_file, path, CHUNK_SIZE)
         after = os.stat(path)
         if (after.st_size, after.st_mtime_ns) != (status.st_size, status.st_mtime_ns):
             raise FilesError("conflict", f"{path} changed while it was being read; try again")
         name = Path(path).name
         media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
         try:
-            offer = new_offer(name, status.st_size, media_type, content_hash)
+            offer = new_offer(name, status.st_size, media_type, content_hash, CHUNK_SIZE)
         except ValueError as error:
             raise FilesError("invalid", f"cannot offer {name!r}: {error}") from None
         now = now_ms()
@@ -152,6 +159,7 @@ class Files:
                     folder="",
                     part_path="",
                     bitmap=b"",
+                    manifest=manifest,
                     bytes_done=0,
                     error="",
                     created_at=now,
@@ -257,6 +265,7 @@ class Files:
                 folder="",
                 part_path="",
                 bitmap=b"",
+                manifest=b"",
                 bytes_done=0,
                 error="",
                 created_at=now,

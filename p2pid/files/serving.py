@@ -89,11 +89,11 @@ class FileServer:
         try:
             if row.direction == "out" or row.state == "complete":
                 return await trio.to_thread.run_sync(
-                    lambda: FileSource(offer, row.path, mtime_ns=row.path_mtime_ns)
+                    lambda: FileSource(offer, row.path, row.manifest, mtime_ns=row.path_mtime_ns)
                 )
-            if row.part_path and any(row.bitmap):
+            if row.part_path and row.manifest and any(row.bitmap):
                 return await trio.to_thread.run_sync(
-                    lambda: FileSource(offer, row.part_path, have=row.bitmap)
+                    lambda: FileSource(offer, row.part_path, row.manifest, have=row.bitmap)
                 )
         except OSError as error:
             return Refused(reason="changed", message=f"the file is not available: {error}")

@@ -39,10 +39,18 @@ class FileSource:
     (0: not checked, for a partial file that is still being written)."""
 
     def __init__(
-        self, offer: FileOffer, path: str, *, mtime_ns: int = 0, have: bytes = b""
+        self,
+        offer: FileOffer,
+        path: str,
+        manifest: bytes,
+        *,
+        mtime_ns: int = 0,
+        have: bytes = b"",
     ) -> None:
         self._offer = offer
+        self._manifest = manifest
         self._have = have
+        self.path = path
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             status = os.fstat(self._fd)
@@ -62,6 +70,9 @@ class FileSource:
     def have(self) -> bytes:
         return self._have
 
+    def manifest(self) -> bytes:
+        return self._manifest
+
     def read_sealed(self, index: int) -> bytes:
         length = chunk_length(self._offer, index)
         data = os.pread(self._fd, length, chunk_offset(self._offer, index))
@@ -78,11 +89,12 @@ class PartFile:
     """The partial file of an incoming transfer. `durable` chunks (a bitmap) are on disk from an
     earlier attempt; `checkpoint()` says which chunks are durable now."""
 
-    def __init__(self, offer: FileOffer, path: str, durable: bytes | None = None) -> None:
+    def __init__(
+        self, offer: FileOffer, path: str, manifest: bytes, durable: bytes | None = None
+    ) -> None:
         self._offer = offer
         self.path = path
-        bitmap = durable or None
-        self._assembler = FileAssembler(offer, bitmap)
+        self._assembler = FileAssembler(offer, manifest, durable or None)
         self._written = bytearray(self._assembler.bitmap())
         self._written_bytes = sum(
             chunk_length(offer, i) for i in range(offer.chunk_count) if self._assembler.has(i)
@@ -111,14 +123,10 @@ class PartFile:
         with self._lock:
             if self._assembler.has(index):
                 return None
-        # Decrypted outside the lock: the writer thread checkpoints meanwhile.
-        plaintext = self._assembler.cipher.open(index, sealed)
+        # Opened and checked outside the lock: the writer thread checkpoints meanwhile.
+        plaintext = self._assembler.verify(index, sealed)
         with self._lock:
-            if not self._assembler.record(index):
-                return None
-            if self._assembler.hash_next() == index:
-                self._assembler.feed_hash(index, plaintext)
-        return plaintext
+            return plaintext if self._assembler.record(index) else None
 
     def write_chunk(self, index: int, plaintext: bytes) -> None:
         offset = chunk_offset(self._offer, index)
@@ -139,23 +147,31 @@ class PartFile:
         os.fdatasync(self._fd)
         return bitmap, done
 
-    def catch_up_hash(self) -> None:
-        """Hash the verified chunks the hasher has not seen, reading them back from disk."""
-        while True:
+    def check_durable(self) -> int:
+        """Read back the chunks an earlier run left on disk and check each against its digest;
+        those that do not match (the file was cut short or changed meanwhile) are fetched again.
+        How many were dropped."""
+        dropped = 0
+        for index in range(self._offer.chunk_count):
             with self._lock:
-                index = self._assembler.hash_next()
-            if index is None:
-                return
+                if not self._assembler.has(index):
+                    continue
             length = chunk_length(self._offer, index)
             data = os.pread(self._fd, length, chunk_offset(self._offer, index))
-            with self._lock:
-                self._assembler.feed_hash(index, data)
+            try:
+                self._assembler.check_plaintext(index, data)
+            except ChunkError:
+                with self._lock:
+                    self._assembler.forget(index)
+                    self._written[index >> 3] &= ~(1 << (index & 7)) & 0xFF
+                    self._written_bytes -= length
+                dropped += 1
+        return dropped
 
     def finish(self, folder: str, name: str) -> str:
-        """Check the whole file against the offer's content hash, make it durable and move it
-        into `folder` under `name` (or "name (2)"...: nothing is overwritten). The final path.
-        IncompleteFileError / ContentHashError: the file stays partial."""
-        self.catch_up_hash()
+        """Once every chunk is verified (each against its digest, so the file matches the
+        content hash), make it durable and move it into `folder` under `name` (or "name (2)"...:
+        nothing is overwritten). The final path. IncompleteFileError: the file stays partial."""
         with self._lock:
             self._assembler.finish()
         os.ftruncate(self._fd, self._offer.size)
@@ -210,7 +226,7 @@ def find_placed(folder: str, offer: FileOffer) -> str | None:
             if candidate != offer.name:
                 return None  # names are taken in order: no later one was used
             continue
-        if hash_file(path) == offer.content_hash:
+        if hash_file(path, offer.chunk_size)[0] == offer.content_hash:
             return str(path)
     return None
 

@@ -91,6 +91,10 @@ class ChunkSource(Protocol):
         """Blocking (pread + seal), run in a worker thread; SourceError if the file changed."""
         ...
 
+    def manifest(self) -> bytes:
+        """The file's chunk digests (p2pid.crypto.file_chunks), for fetchers that lack them."""
+        ...
+
 
 class ChunkSink(Protocol):
     """The fetching side's view of one partial file."""

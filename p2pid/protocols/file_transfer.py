@@ -17,6 +17,7 @@ from typing import Final
 
 import trio
 
+from p2pid.crypto.file_chunks import ContentHashError, check_manifest
 from p2pid.files.transport import (
     IDLE_TIMEOUT,
     BulkServer,
@@ -33,6 +34,8 @@ from p2pid.files.transport import (
 from p2pid.net.host import Stream, StreamError, close_quietly, remote_peer_id
 from p2pid.protocols.framed import FramedStream
 from p2pid.wire.file_transfer import (
+    DIGEST_BYTES,
+    MANIFEST_PAGE_BYTES,
     MAX_CONTROL_FRAME_BYTES,
     MAX_ENDPOINTS,
     MAX_FRAME_BYTES,
@@ -43,6 +46,8 @@ from p2pid.wire.file_transfer import (
     FetchDone,
     FileFrame,
     FileFrameError,
+    GetManifest,
+    ManifestPart,
     Open,
     Opened,
     Refused,
@@ -51,6 +56,7 @@ from p2pid.wire.file_transfer import (
     encode_frame,
     range_indexes,
 )
+from p2pid.wire.files import FileOffer
 from p2pid.wire.framing import FrameError
 from p2pid.wire.framing import encode_frame as length_prefixed
 
@@ -136,6 +142,13 @@ async def _serve(
             await send(
                 _opened(source, frame.direct, peer_id, bulk, endpoints, on_sent, on_bulk_done)
             )
+        elif isinstance(frame, GetManifest) and source is not None:
+            manifest = source.manifest()
+            start = frame.start * DIGEST_BYTES
+            if not start < len(manifest):
+                raise FileFrameError(f"no chunk digest {frame.start}")
+            page = manifest[start : start + MANIFEST_PAGE_BYTES]
+            await send(ManifestPart(start=frame.start, digests=page))
         elif isinstance(frame, Fetch) and source is not None:
             file_id = source.offer.file_id
             ranges = check_fetch_ranges(source.offer, frame.ranges)
@@ -214,6 +227,27 @@ async def open_source(stream: Stream, file_id: bytes, *, direct: bool = True) ->
     if answer.endpoints and answer.token is None:
         raise FileFrameError("endpoints without a token")
     return answer
+
+
+async def fetch_manifest(stream: Stream, offer: FileOffer) -> bytes:
+    """The file's chunk digests from the serving device, after `open_source` on the same stream,
+    checked against the offer's content hash (ContentHashError if they are not the sender's)."""
+    framed = _framed(stream)
+    manifest = bytearray()
+    wanted = offer.chunk_count * DIGEST_BYTES
+    while len(manifest) < wanted:
+        start = len(manifest) // DIGEST_BYTES
+        await framed.send(encode_frame(GetManifest(start=start)))
+        with trio.fail_after(OPEN_TIMEOUT):
+            answer = decode_frame(await framed.receive())
+        if isinstance(answer, Refused):
+            raise SourceRefused(answer.reason, answer.message)
+        if not isinstance(answer, ManifestPart) or answer.start != start:
+            raise FileFrameError(f"expected the manifest from {start}, got {answer!r:.80}")
+        if len(answer.digests) % DIGEST_BYTES or len(manifest) + len(answer.digests) > wanted:
+            raise ContentHashError("the manifest does not fit the offer")
+        manifest += answer.digests
+    return check_manifest(offer, manifest)
 
 
 async def fetch_over_stream(

@@ -38,6 +38,7 @@ class TransferRow:
     folder: str
     part_path: str
     bitmap: bytes
+    manifest: bytes
     bytes_done: int
     error: str
     created_at: int
@@ -47,7 +48,8 @@ class TransferRow:
 
 _COLUMNS = (
     "file_id, direction, offer, peer_identity, group_id, sender_peer_id, state, path, "
-    "path_mtime_ns, folder, part_path, bitmap, bytes_done, error, created_at, updated_at, "
+    "path_mtime_ns, folder, part_path, bitmap, manifest, bytes_done, error, created_at, "
+    "updated_at, "
     "completed_at"
 )
 
@@ -62,7 +64,7 @@ def insert_transfer(conn: Connection, row: TransferRow) -> bool:
         raise StoreError(f"bad transfer direction/state {row.direction}/{row.state}")
     cursor = conn.execute(
         f"INSERT OR IGNORE INTO file_transfers ({_COLUMNS}) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             row.file_id,
             row.direction,
@@ -76,6 +78,7 @@ def insert_transfer(conn: Connection, row: TransferRow) -> bool:
             row.folder,
             row.part_path,
             row.bitmap,
+            row.manifest,
             row.bytes_done,
             row.error,
             row.created_at,
@@ -122,6 +125,7 @@ def update_transfer(conn: Connection, file_id: bytes, now: int, **changes: objec
         "folder",
         "part_path",
         "bitmap",
+        "manifest",
         "bytes_done",
         "error",
         "completed_at",

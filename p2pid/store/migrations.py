@@ -604,6 +604,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 folder TEXT NOT NULL DEFAULT '',  -- in: where it goes
                 part_path TEXT NOT NULL DEFAULT '',  -- in: the partial file while fetching
                 bitmap BLOB NOT NULL DEFAULT x'',  -- in: chunks durable in the partial file
+                -- the chunk digests (32 bytes each) the content hash names; in: once fetched
+                manifest BLOB NOT NULL DEFAULT x'',
                 bytes_done INTEGER NOT NULL DEFAULT 0,
                 error TEXT NOT NULL DEFAULT '',
                 created_at INTEGER NOT NULL,

@@ -5,7 +5,10 @@ TCP bulk connection it negotiates. See docs/protocol.md, "Files".
 serving device answers `Opened` (which chunks it can serve, and a direct TCP endpoint with a
 one-time token) or `Refused`. The fetching device then either connects to the endpoint (the
 bulk path) or, when that fails, sends `Fetch` on the same stream and reads `Chunk` frames
-followed by `FetchDone` (the fallback path, for relayed routes). Chunk frames are in the order
+followed by `FetchDone` (the fallback path, for relayed routes). Before any chunk, a fetching
+device without the file's manifest (the chunk digests) asks for it with `GetManifest`, page by
+page (`ManifestPart`), from any serving device: it checks it against the offer's content hash.
+Chunk frames are in the order
 asked; more `Fetch`es may follow on the same stream. A serving device whose file changed sends
 the chunks it had read, then `Refused` ("changed"); one whose transfer was cancelled resets the
 stream. Frames from the serving device go up to `MAX_FRAME_BYTES`, frames to it up to
@@ -37,6 +40,9 @@ MAX_FRAME_BYTES: Final = MAX_CHUNK_SIZE + 1024  # a Chunk frame of the fallback 
 TOKEN_BYTES: Final = 32
 MAX_RANGES: Final = 1024
 MAX_ENDPOINTS: Final = 8
+DIGEST_BYTES: Final = 32
+MANIFEST_PAGE: Final = 32 * 1024  # digests per ManifestPart: 1 MiB, a Chunk frame's size
+MANIFEST_PAGE_BYTES: Final = MANIFEST_PAGE * DIGEST_BYTES
 BULK_MAGIC: Final = b"p2pidF1\n"
 CHUNK_HEADER: Final = struct.Struct(">QI")
 END_OF_CHUNKS: Final = 2**64 - 1
@@ -91,7 +97,18 @@ class FetchDone(msgspec.Struct, frozen=True, kw_only=True, tag="fetch-done"):
     pass
 
 
-FileFrame = Open | Opened | Refused | Fetch | Chunk | FetchDone
+class GetManifest(msgspec.Struct, frozen=True, kw_only=True, tag="get-manifest"):
+    """The chunk digests from `start` on (at most MANIFEST_PAGE of them per answer)."""
+
+    start: ChunkIndex = 0
+
+
+class ManifestPart(msgspec.Struct, frozen=True, kw_only=True, tag="manifest"):
+    start: ChunkIndex
+    digests: Annotated[bytes, msgspec.Meta(min_length=DIGEST_BYTES, max_length=MANIFEST_PAGE_BYTES)]
+
+
+FileFrame = Open | Opened | Refused | Fetch | Chunk | FetchDone | GetManifest | ManifestPart
 
 _frame_decoder: msgspec.msgpack.Decoder[FileFrame] = msgspec.msgpack.Decoder(FileFrame)
 _fetch_decoder: msgspec.msgpack.Decoder[Fetch] = msgspec.msgpack.Decoder(Fetch)

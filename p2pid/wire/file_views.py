@@ -36,7 +36,7 @@ class FileTransferView(msgspec.Struct, kw_only=True):
     path: str  # out: the source; in: where the file is (complete) or will be (accepted), or ""
     folder: str  # in: the folder it goes to, "" until accepted
     error: str  # why it failed or is waiting, "" if nothing is wrong
-    content_hash: str  # hex BLAKE3 of the whole file
+    content_hash: str  # hex: BLAKE3 (derive-key mode) of the chunk digests
     created_at_ms: int
     updated_at_ms: int
     completed_at_ms: int | None

@@ -19,13 +19,14 @@ import msgspec
 
 FILE_ID_BYTES: Final = 16
 KEY_BYTES: Final = 32
-HASH_BYTES: Final = 32  # BLAKE3-256 of the plaintext (what `b3sum` prints)
+HASH_BYTES: Final = 32  # BLAKE3-256 (derive-key mode) of the chunk digests: see file_chunks
 NONCE_PREFIX_BYTES: Final = 16
 MAX_FILE_SIZE: Final = 2**40
 MIN_CHUNK_SIZE: Final = 64 * 1024
 MAX_CHUNK_SIZE: Final = 4 * 1024 * 1024
 DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
-MAX_CHUNK_COUNT: Final = MAX_FILE_SIZE // MIN_CHUNK_SIZE
+# 1 TiB in 1 MiB chunks; the manifest (32 bytes a chunk) stays under 32 MiB.
+MAX_CHUNK_COUNT: Final = 2**20
 MAX_NAME_BYTES: Final = 255  # UTF-8 bytes: the limit of ext4, NTFS (in UTF-16 units) and APFS
 MAX_MEDIA_TYPE_CHARS: Final = 127
 
