@@ -275,7 +275,8 @@ async def test_a_full_disk_stops_the_fetch_and_keeps_what_was_written(tmp_path: 
     assert raised.value.errno == errno.ENOSPC
     assert progress.chunks == sink.written == [0, 1, 2, 3, 4, 5]
     assert sink.path.read_bytes() == data[: 6 * CHUNK]
-    assert sent.done == [False]
+    # The server may have sent everything into the socket buffers before the fetcher stopped.
+    assert len(sent.done) == 1
 
 
 async def test_no_endpoint_that_answers_is_a_connect_error(tmp_path: Path) -> None:
