@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS: Final = 1.0
 RETRY_SECONDS: Final = 30.0
+QUICK_RETRIES: Final = 4
 SOURCES_PER_ATTEMPT: Final = 8
 OPEN_TIMEOUT_SECONDS: Final = 10.0
 ACTIVE_STATES: Final = ("downloading", "waiting")
@@ -97,6 +98,7 @@ class Downloads:
         self._hooks = hooks
         self._nursery: trio.Nursery | None = None
         self._tasks: dict[bytes, _Task] = {}
+        self._attempts: dict[bytes, int] = {}  # quick retries made since the last progress
         self.meters: dict[bytes, Meter] = {}  # of the downloads running
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -140,6 +142,22 @@ class Downloads:
             if self._tasks.get(file_id) is task:
                 del self._tasks[file_id]
             task.ended.set()
+        await self._retry_soon_if_waiting(file_id)
+
+    async def _retry_soon_if_waiting(self, file_id: bytes) -> None:
+        """A source that just went away (a restart, a dropped link) is often back within
+        seconds: retry after 2, 4, 8, 16 s before leaving it to the RETRY_SECONDS loop."""
+        row = await self._store.read(lambda conn: file_queries.get_transfer(conn, file_id))
+        if row is None or row.state != "waiting":
+            self._attempts.pop(file_id, None)
+            return
+        attempts = self._attempts[file_id] = self._attempts.get(file_id, 0) + 1
+        if attempts <= QUICK_RETRIES and self._nursery is not None:
+            self._nursery.start_soon(self._start_later, file_id, 2.0**attempts)
+
+    async def _start_later(self, file_id: bytes, delay: float) -> None:
+        await trio.sleep(delay)
+        self.start(file_id)
 
     async def _fetch_file(self, file_id: bytes) -> None:
         row = await self._store.read(lambda conn: file_queries.get_transfer(conn, file_id))
