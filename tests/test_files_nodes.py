@@ -4,89 +4,34 @@ either side, a group member fetching from another member, and bad input."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import trio
 
+import p2pid.files.storage as storage
 from p2pid.crypto.file_chunks import hash_file, new_offer
-from p2pid.events import EventBus
 from p2pid.files.errors import FilesError
-from p2pid.home import Home
-from p2pid.node import Node, NodeConfig
-from p2pid.provision import create_home, unlock_vault_key
-from p2pid.store.trio_store import TrioStore
 from p2pid.wire.events import Event
 from p2pid.wire.file_views import FileOffered, FileProgress, FileStateChanged, FileTransferView
 from p2pid.wire.files import FileOffer
 from p2pid.wire.messages import FileShare, MessagesDropped
+from tests import nodes
+from tests.nodes import WAIT_SECONDS, Running, befriend, eventually
 
-LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
-WAIT_SECONDS = 30.0
 CHUNK = 64 * 1024
-T = TypeVar("T")
 
 
-@dataclass
-class Running:
-    name: str
-    node: Node
-    events: trio.MemoryReceiveChannel[Event]
-    home: Path
-
-
-@contextlib.asynccontextmanager
-async def running_node(home: Path, name: str) -> AsyncIterator[Running]:
-    if not (home / "p2pid.db").exists():
-        create_home(Home(home), name, None)
-    vault_key = unlock_vault_key(Home(home))
-    bus = EventBus()
-    config = NodeConfig(
-        listen_addrs=LOOPBACK, mdns_enabled=False, files_folder=str(home / "downloads")
-    )
-    async with (
-        TrioStore.open(Home(home).database, vault_key) as store,
-        Node.running(store, vault_key, bus, config) as node,
-    ):
-        # Contacts added by invite are verified, and small files from them are taken at once by
-        # default: these tests accept by hand (the auto-accept test sets its own rules).
-        await node.files.set_settings(None, "none", None)
-        yield Running(name, node, bus.subscribe(), home)
-
-
-@contextlib.asynccontextmanager
-async def running_nodes(tmp_path: Path, *names: str) -> AsyncIterator[list[Running]]:
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(running_node(tmp_path / name.lower(), name))
-            for name in names
-        ]
-
-
-async def befriend(a: Running, b: Running) -> None:
-    invite = await a.node.create_invite(1, 600)
-    await b.node.join(invite.code)
-    await eventually(lambda: a.node.contact(b.name), lambda c: c is not None)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], seconds: float = WAIT_SECONDS
-) -> T:
-    """Poll committed state that no single event announces (used for contacts and groups)."""
-    with trio.fail_after(seconds):
-        while True:
-            value = await probe()
-            if done(value):
-                return value
-            await trio.sleep(0.05)
+# Contacts added by invite are verified, and small files from them are taken at once by
+# default: these tests accept by hand (the auto-accept test sets its own rules).
+running_node = partial(nodes.running_node, auto_accept="none")
+running_nodes = partial(nodes.running_nodes, auto_accept="none")
 
 
 async def next_event(who: Running, wanted: Callable[[Event], bool]) -> Event:
@@ -128,6 +73,17 @@ def contents(path: str | Path) -> bytes:
 
 def run(*argv: str, check: bool = True) -> int:
     return subprocess.run(argv, check=check).returncode
+
+
+def slow_sender(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every chunk served takes `seconds` longer, so that a receiver can be stopped part way."""
+    real = storage.FileSource.read_sealed
+
+    def slow(self: storage.FileSource, index: int) -> bytes:
+        time.sleep(seconds)
+        return real(self, index)
+
+    monkeypatch.setattr(storage.FileSource, "read_sealed", slow)
 
 
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -259,27 +215,18 @@ async def test_a_partial_file_cut_short_meanwhile_starts_over(
     source = random_file(tmp_path / "out" / "cut.bin", 2 * 1024 * 1024)
     folder = tmp_path / "got"
     folder.mkdir()
-    import p2pid.files.storage as storage
-
     async with running_node(tmp_path / "alice", "Alice") as alice:
         async with running_node(tmp_path / "bob", "Bob") as bob:
             await befriend(alice, bob)
             await alice.node.files.send("Bob", str(source))
             offer = await offered(bob)
-            real = storage.FileSource.read_sealed
-
-            def slow(self: storage.FileSource, index: int) -> bytes:
-                import time
-
-                time.sleep(0.02)
-                return real(self, index)
-
-            monkeypatch.setattr(storage.FileSource, "read_sealed", slow)
+            slow_sender(monkeypatch, 0.02)
             await bob.node.files.accept(offer.transfer_id, str(folder))
             await next_event(
                 bob, lambda e: isinstance(e, FileProgress) and e.bytes_done >= 1024 * 1024
             )
-        monkeypatch.setattr(storage.FileSource, "read_sealed", real)
+        monkeypatch.undo()  # the sender at full speed again
+        small_chunks(monkeypatch)
         (part,) = folder.iterdir()
         os.truncate(part, 1000)  # someone cut the partial file short while Bob was stopped
         async with running_node(tmp_path / "bob", "Bob") as bob:
@@ -329,23 +276,14 @@ async def test_a_transfer_resumes_after_the_receiver_restarts(
             sent = await alice.node.files.send("Bob", str(source))
             offer = await offered(bob)
             # Slow the sender down so the receiver stops part way.
-            import p2pid.files.storage as storage
-
-            real = storage.FileSource.read_sealed
-
-            def slow(self: storage.FileSource, index: int) -> bytes:
-                import time
-
-                time.sleep(0.01)
-                return real(self, index)
-
-            monkeypatch.setattr(storage.FileSource, "read_sealed", slow)
+            slow_sender(monkeypatch, 0.01)
             await bob.node.files.accept(offer.transfer_id, str(folder))
             await next_event(
                 bob, lambda e: isinstance(e, FileProgress) and e.bytes_done >= 2 * 1024 * 1024
             )
         # Bob stopped part way; his store says which chunks are on disk.
-        monkeypatch.setattr(storage.FileSource, "read_sealed", real)
+        monkeypatch.undo()  # the sender at full speed again
+        small_chunks(monkeypatch)
         async with running_node(tmp_path / "bob", "Bob") as bob:
             # It resumed as the node started (before this subscription could see it finish).
             again = await bob.node.files.show(offer.transfer_id)
@@ -469,8 +407,6 @@ async def test_a_member_serving_forged_chunks_is_refused_and_the_sender_serves_l
     chunk digests (the manifest the offer's hash names) refuse it."""
     small_chunks(monkeypatch)
     source = random_file(tmp_path / "out" / "minutes.odt", 1024 * 1024 + 99)
-    import p2pid.files.storage as storage
-
     async with (
         running_node(tmp_path / "bob", "Bob") as bob,
         running_node(tmp_path / "carol", "Carol") as carol,

@@ -4,82 +4,19 @@ from another member, bad input from members."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-import trio
 
-from p2pid.events import EventBus
 from p2pid.groups.errors import GroupsError
-from p2pid.home import Home
-from p2pid.node import Node, NodeConfig
-from p2pid.provision import create_home, unlock_vault_key
 from p2pid.store import queries
-from p2pid.store.trio_store import TrioStore
-from p2pid.wire.events import Event
 from p2pid.wire.group_views import GroupSummary
+from tests import nodes
+from tests.nodes import Running, befriend, running_node, running_nodes
 
-LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
-WAIT_SECONDS = 30.0
-T = TypeVar("T")
-
-
-@dataclass
-class Running:
-    name: str
-    node: Node
-    events: trio.MemoryReceiveChannel[Event]
-    home: Path
-
-
-@contextlib.asynccontextmanager
-async def running_node(home: Path, name: str) -> AsyncIterator[Running]:
-    if not (home / "p2pid.db").exists():
-        create_home(Home(home), name, None)
-    vault_key = unlock_vault_key(Home(home))
-    bus = EventBus()
-    config = NodeConfig(listen_addrs=LOOPBACK, mdns_enabled=False)
-    async with (
-        TrioStore.open(Home(home).database, vault_key) as store,
-        Node.running(store, vault_key, bus, config) as node,
-    ):
-        yield Running(name, node, bus.subscribe(), home)
-
-
-@contextlib.asynccontextmanager
-async def running_nodes(tmp_path: Path, *names: str) -> AsyncIterator[list[Running]]:
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(running_node(tmp_path / name.lower(), name))
-            for name in names
-        ]
-
-
-async def befriend(a: Running, b: Running) -> None:
-    invite = await a.node.create_invite(1, 600)
-    await b.node.join(invite.code)
-    await eventually(lambda: a.node.contact(b.name), lambda c: c is not None)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], seconds: float = WAIT_SECONDS
-) -> T:
-    """Poll `probe` until `done` holds: the condition is the nodes' committed state, which no
-    single event announces (several devices and transactions take part)."""
-    with trio.fail_after(seconds):
-        while True:
-            try:
-                value = await probe()
-            except GroupsError:
-                value = None  # type: ignore[assignment]
-            else:
-                if done(value):
-                    return value
-            await trio.sleep(0.05)
+# Membership changes are probed while they propagate: a group not known yet is not done yet.
+eventually = partial(nodes.eventually, ignore=(GroupsError,))
 
 
 async def group_of(who: Running, name: str) -> GroupSummary | None:

@@ -9,10 +9,12 @@ fetcher's checks or the AEAD. The token is handed out over the authenticated lib
 only limits who can make the serving device do work (read, seal, upload): 32 random bytes, one
 connection, a short life, one file, only the chunks that device can serve.
 
-Pipelines (docs/design/files.md): the server reads and seals ahead in a worker thread; the
-fetcher reads frames into a small pool of preallocated buffers, opens (decrypts, verifies,
-hashes) in one worker thread and writes in another. Every stage is a channel of
-`PIPELINE_DEPTH` chunks: back-pressure without holding the file in memory.
+Pipelines (docs/design/files.md): on the direct connection the data phase runs in plain threads
+on the blocking socket: the server reads, seals and sends in one; the fetcher reads, checks and
+opens in one and writes in another, with a queue of `PIPELINE_DEPTH` chunks between them. The
+stream path (p2pid.protocols.file_transfer) shares `send_chunks` and `receive_chunks`, whose
+stages are trio channels of `PIPELINE_DEPTH` chunks. Either way: back-pressure without holding
+the file in memory.
 """
 
 from __future__ import annotations
@@ -122,7 +124,6 @@ class ChunkSink(Protocol):
 class SealedChunk:
     index: int
     data: bytes | bytearray
-    release: Callable[[], None] | None = None  # gives a pooled buffer back once opened
 
 
 async def send_chunks(
@@ -183,8 +184,6 @@ async def receive_chunks(
         async with opening, to_write:
             async for chunk in opening:
                 plaintext = await trio.to_thread.run_sync(sink.open_chunk, chunk.index, chunk.data)
-                if chunk.release is not None:
-                    chunk.release()
                 if plaintext is not None:
                     await to_write.send((chunk.index, plaintext))
 

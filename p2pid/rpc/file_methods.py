@@ -6,13 +6,10 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
-import trio
 
 from p2pid.files.errors import FilesError
-from p2pid.net import NetError, describe_error
 from p2pid.node import Node
-from p2pid.rpc.params import NODE_ERROR_CODES, NoParams, parse_params
-from p2pid.rpc.protocol import ErrorCode, RpcError
+from p2pid.rpc.params import NoParams, parse_params, translating
 from p2pid.rpc.server import Handler
 from p2pid.wire.files import MAX_FILE_SIZE
 
@@ -82,20 +79,7 @@ def file_methods(node: Node) -> dict[str, Handler]:
         "file.settings": settings,
         "file.settings.set": set_settings,
     }
-    return {name: _translating(handler) for name, handler in methods.items()}
-
-
-def _translating(handler: Handler) -> Handler:
-    async def translated(params: dict[str, Any]) -> Any:
-        try:
-            return await handler(params)
-        except FilesError as error:
-            raise RpcError(
-                NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error)
-            ) from error
-        except NetError as error:
-            raise RpcError(ErrorCode.UNREACHABLE, describe_error(error)) from error
-        except trio.TooSlowError as error:
-            raise RpcError(ErrorCode.TIMEOUT, "the other side did not answer in time") from error
-
-    return translated
+    return {
+        name: translating(handler, FilesError, "the other side did not answer in time")
+        for name, handler in methods.items()
+    }

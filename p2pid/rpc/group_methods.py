@@ -7,15 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
-import trio
 
 from p2pid.contacts import DEFAULT_INVITE_TTL_SECONDS, MAX_INVITE_TTL_SECONDS, MAX_INVITE_USES
 from p2pid.groups.errors import GroupsError
 from p2pid.messaging import DEFAULT_PAGE, MAX_PAGE
-from p2pid.net import NetError, describe_error
 from p2pid.node import Node
-from p2pid.rpc.params import NODE_ERROR_CODES, NoParams, parse_params
-from p2pid.rpc.protocol import ErrorCode, RpcError
+from p2pid.rpc.params import NoParams, parse_params, translating
 from p2pid.rpc.server import Handler
 
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)]
@@ -172,20 +169,7 @@ def group_methods(node: Node) -> dict[str, Handler]:
         "group.requests": requests,
         "group.approve": approve,
     }
-    return {name: _translating(handler) for name, handler in methods.items()}
-
-
-def _translating(handler: Handler) -> Handler:
-    async def translated(params: dict[str, Any]) -> Any:
-        try:
-            return await handler(params)
-        except GroupsError as error:
-            raise RpcError(
-                NODE_ERROR_CODES.get(error.kind, ErrorCode.INTERNAL_ERROR), str(error)
-            ) from error
-        except NetError as error:
-            raise RpcError(ErrorCode.UNREACHABLE, describe_error(error)) from error
-        except trio.TooSlowError as error:
-            raise RpcError(ErrorCode.TIMEOUT, "no member answered in time") from error
-
-    return translated
+    return {
+        name: translating(handler, GroupsError, "no member answered in time")
+        for name, handler in methods.items()
+    }

@@ -6,8 +6,11 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import msgspec
+import trio
 
+from p2pid.net import NetError, describe_error
 from p2pid.rpc.protocol import ErrorCode, RpcError
+from p2pid.rpc.server import Handler
 
 P = TypeVar("P")
 
@@ -30,3 +33,23 @@ def parse_params(params: dict[str, Any], kind: type[P]) -> P:
         return msgspec.convert(params, kind)
     except msgspec.ValidationError as error:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"invalid params: {error}") from None
+
+
+def translating(handler: Handler, kinded: type[Exception], timeout_message: str) -> Handler:
+    """The handler, with a service's errors (`kinded`, which carry a `kind`), network errors and
+    timeouts raised as RPC errors."""
+
+    async def translated(params: dict[str, Any]) -> Any:
+        try:
+            return await handler(params)
+        except kinded as error:
+            kind = getattr(error, "kind", "")
+            raise RpcError(
+                NODE_ERROR_CODES.get(kind, ErrorCode.INTERNAL_ERROR), str(error)
+            ) from error
+        except NetError as error:
+            raise RpcError(ErrorCode.UNREACHABLE, describe_error(error)) from error
+        except trio.TooSlowError as error:
+            raise RpcError(ErrorCode.TIMEOUT, timeout_message) from error
+
+    return translated
