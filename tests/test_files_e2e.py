@@ -1,5 +1,5 @@
 """Files end to end through real daemons (subprocesses on 127.0.0.1, driven by the CLI with
---json, events read with the RPC client): the receiver or the sender killed with SIGKILL halfway
+--json, events read with the RPC client): the receiver or the sender killed with SIGKILL partway
 through (the download resumes, from its durable checkpoint, once both run again), a cancel from
 either side, and nothing reported complete before the whole file, with the right hash, is there.
 
@@ -116,7 +116,12 @@ def pair(daemons: Pair) -> Iterator[Pair]:
 
 @contextlib.contextmanager
 def throttled(daemon: Daemon, run: float = 0.005, pause: float = 0.095) -> Iterator[None]:
-    """Let the daemon run `run` seconds out of every `run + pause`."""
+    """Let the daemon run `run` seconds out of every `run + pause`.
+
+    A test that must act before the transfer ends throttles the sender: a stopped receiver's
+    kernel still takes in tens of MiB (autotuned receive buffers), which it reads once it
+    runs, even after the sender is gone. Under load this thread can oversleep `run`, so such
+    a test also acts early (a quarter in)."""
     done = threading.Event()
 
     def cycle() -> None:
@@ -279,15 +284,15 @@ def durable_bytes(home: Path, transfer_id: str) -> int:
 # -- kill -9 and restart -----------------------------------------------------------------------
 
 
-def test_receiver_killed_halfway_resumes_from_its_checkpoint(pair: Pair) -> None:
+def test_receiver_killed_partway_resumes_from_its_checkpoint(pair: Pair) -> None:
     source = make_file(pair, "receiver killed.bin")
     inbox = make_inbox(pair, "receiver-killed")
     destination = inbox / source.name
     transfer_id = offer_to_bob(pair, source)
 
-    with subscribed(pair.bob.home) as events, throttled(pair.bob):
+    with subscribed(pair.bob.home) as events, throttled(pair.alice):
         accept(pair, transfer_id, inbox)
-        progress_past(events, transfer_id, SIZE // 2)
+        progress_past(events, transfer_id, SIZE // 4)
         # Bob checkpoints (fdatasync, then the store) every second: one has happened by now.
         wait_until(lambda: durable_bytes(pair.bob.home, transfer_id) > 0, TIMEOUT, "a checkpoint")
         pair.bob.kill_9()
@@ -316,16 +321,16 @@ def test_receiver_killed_halfway_resumes_from_its_checkpoint(pair: Pair) -> None
     assert (shown["state"], shown["bytes_done"], shown["error"]) == ("complete", SIZE, "")
 
 
-def test_sender_killed_halfway_bob_waits_then_resumes(pair: Pair) -> None:
+def test_sender_killed_partway_bob_waits_then_resumes(pair: Pair) -> None:
     source = make_file(pair, "sender killed.bin")
     inbox = make_inbox(pair, "sender-killed")
     destination = inbox / source.name
     transfer_id = offer_to_bob(pair, source)
 
     with subscribed(pair.bob.home) as events:
-        with throttled(pair.bob):
+        with throttled(pair.alice):
             accept(pair, transfer_id, inbox)
-            progress_past(events, transfer_id, SIZE // 2)
+            killed_at = progress_past(events, transfer_id, SIZE // 4)
             pair.alice.kill_9()
         waiting = state_change(events, transfer_id, "waiting", "complete", "failed")
         assert waiting["state"] == "waiting", waiting
@@ -333,7 +338,7 @@ def test_sender_killed_halfway_bob_waits_then_resumes(pair: Pair) -> None:
         shown = p2pid_json(pair.bob.home, "file", "show", transfer_id)
         assert (shown["state"], shown["error"]) == ("waiting", waiting["error"])
         held = shown["bytes_done"]
-        assert SIZE // 2 <= held < SIZE
+        assert killed_at <= held < SIZE
         assert not destination.exists()
         assert len(part_files(inbox)) == 1
 
@@ -363,7 +368,7 @@ def test_receiver_cancels_mid_transfer(pair: Pair) -> None:
     transfer_id = offer_to_bob(pair, source)
 
     with subscribed(pair.alice.home) as alice_events, subscribed(pair.bob.home) as bob_events:
-        with throttled(pair.bob):
+        with throttled(pair.alice):
             accept(pair, transfer_id, inbox)
             progress_past(bob_events, transfer_id, 1)
             assert len(part_files(inbox)) == 1
@@ -396,7 +401,7 @@ def test_sender_cancels_mid_transfer(pair: Pair) -> None:
     transfer_id = offer_to_bob(pair, source)
 
     with subscribed(pair.bob.home) as events:
-        with throttled(pair.bob):
+        with throttled(pair.alice):
             accept(pair, transfer_id, inbox)
             progress_past(events, transfer_id, 1)
             code, cancelled = cli_json(pair.alice.home, "file", "cancel", transfer_id[:8])
