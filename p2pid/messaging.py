@@ -163,6 +163,7 @@ def message_view(row: MessageRow) -> MessageView:
         received_at_ms=row.received_at,
         lamport=row.lamport,
         state=row.state,
+        kind=row.kind,
     )
 
 
@@ -731,10 +732,12 @@ class Messaging:
             if self.files is None or sender == self._identity_key:
                 raise _Refused(DropReason.BAD_PAYLOAD, Result.REJECTED)
             try:
-                self.files.apply_body(conn, contact, device, body, now, outcome.files)
+                line = self.files.apply_body(conn, contact, device, payload, now, outcome.files)
             except FileRefusal as refusal:
                 log.info("file body from %s refused: %s", device.peer_id, refusal)
                 raise _Refused(refusal.reason, Result.REJECTED) from None
+            if line is not None:
+                delivered.append(line)
             return
         if contact.group_only and not isinstance(body, DeviceListUpdate | PrekeyRefill):
             raise _Refused(DropReason.NOT_CONTACT, Result.REJECTED)

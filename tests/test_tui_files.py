@@ -23,11 +23,13 @@ from textual.widgets import Input
 
 from p2pid.home import Home
 from p2pid.rpc.protocol import ErrorCode
+from p2pid.sizes import human_size
 from p2pid.tui.app import P2pidApp
 from p2pid.tui.link import DaemonOptions
+from p2pid.tui.screens.chats import ChatsScreen
 from p2pid.tui.screens.contact_detail import ConfirmScreen
 from p2pid.tui.screens.files import AcceptFileScreen, FilesScreen, SendFileScreen, file_problem
-from p2pid.tui.widgets.file_records import human_eta, human_size, progress_bar
+from p2pid.tui.widgets.file_records import human_eta, progress_bar
 from p2pid.tui.widgets.file_table import FileTable
 from p2pid.wire.file_views import FileSettings, FileTransferView
 from p2pid.wire.group_views import GroupSummary
@@ -558,7 +560,7 @@ def test_formatting() -> None:
 def test_bob_accepts_alices_file_in_his_tui(tmp_path: Path) -> None:
     """Alice's daemon offers Bob a file; Bob's TUI shows the offer live, he accepts it into a
     folder of his choice, the row reaches complete, and the file there is Alice's, byte for
-    byte."""
+    byte; the offer is a line of his conversation with Alice."""
     alice, bob = tmp_path / "alice", tmp_path / "bob"
     source = tmp_path / "alice-files" / "field notes.bin"
     source.parent.mkdir()
@@ -588,6 +590,27 @@ def test_bob_accepts_alices_file_in_his_tui(tmp_path: Path) -> None:
         received = folder / "field notes.bin"
         assert received.read_bytes() == source.read_bytes()
         assert any(f"field notes.bin is saved in {folder}" in toast for toast in app.toasts)
+
+        # The offer is also a line of Bob's conversation with Alice.
+        line = "📎 field notes.bin (3.2 MB)"
+        await pilot.press("f2")
+        await until(pilot, lambda: isinstance(app.screen, ChatsScreen), "the chats")
+        chats = app.screen
+        assert isinstance(chats, ChatsScreen)
+        await until(
+            pilot,
+            lambda: any(e.preview == line for e in chats.conversations.entries),
+            "the line as Alice's preview",
+        )
+        chats.conversations.highlight(
+            next(e.conversation_id for e in chats.conversations.entries if e.preview == line)
+        )
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: chats.message_log.message(transfer_id) is not None, "the line shown"
+        )
+        shown = chats.message_log.message(transfer_id)
+        assert shown is not None and shown.text == line and not shown.outgoing
 
     with running_daemon(alice, "Alice"), running_daemon(bob, "Bob"):
         become_contacts(alice, bob)

@@ -23,3 +23,4 @@ class FileEffects:
     offered: list[bytes] = field(default_factory=list)  # file ids new here: auto-accept?
     stopped: list[bytes] = field(default_factory=list)  # file ids cancelled: stop their tasks
     delivered: list[bytes] = field(default_factory=list)  # outgoing file ids now complete
+    group_receipts_owed: bool = False  # a group offer's line owes its sender a receipt

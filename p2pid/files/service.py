@@ -40,8 +40,10 @@ from p2pid.files.storage import (
     file_mtime_ns,
     part_path_for,
 )
+from p2pid.files.timeline import ConversationKind, add_received_line, add_sent_line
+from p2pid.groups.engine import message_view as group_message_view
 from p2pid.groups.errors import GroupsError
-from p2pid.messaging import Messaging
+from p2pid.messaging import Messaging, message_view
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols.messaging import DropReason
 from p2pid.store import contacts as contact_queries
@@ -50,6 +52,7 @@ from p2pid.store import groups as group_queries
 from p2pid.store.contacts import ContactDevice, ContactRow
 from p2pid.store.db import Connection
 from p2pid.store.files import FileSettingsRow, TransferRow
+from p2pid.store.messages import MessageRow
 from p2pid.store.trio_store import TrioStore
 from p2pid.wire.events import Event
 from p2pid.wire.file_views import (
@@ -65,7 +68,8 @@ from p2pid.wire.files import (
     decode_offer,
     encode_offer,
 )
-from p2pid.wire.messages import FileNotice, FileShare
+from p2pid.wire.group_views import GroupMessageReceived, GroupMessageSent
+from p2pid.wire.messages import FileNotice, FileShare, MessageReceived, MessageSent, Payload
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -141,9 +145,8 @@ class Files:
         except ValueError as error:
             raise FilesError("invalid", f"cannot offer {name!r}: {error}") from None
         now = now_ms()
-        body = FileShare(offer=offer, group_id=group_id)
 
-        def write(conn: Connection) -> tuple[FileTransferView, list[str]]:
+        def write(conn: Connection) -> tuple[FileTransferView, list[str], Event]:
             file_queries.insert_transfer(
                 conn,
                 TransferRow(
@@ -167,6 +170,12 @@ class Files:
                     completed_at=None,
                 ),
             )
+            line, line_sent = self._add_sent_line(conn, contact, group_id, offer, now)
+            body = FileShare(
+                offer=offer,
+                group_id=group_id,
+                group_lamport=line.lamport if group_id is not None else None,
+            )
             devices = [
                 device
                 for person in self._recipients(conn, contact, group_id)
@@ -176,13 +185,52 @@ class Files:
                 raise FilesError("unreachable", "no device of the recipients can be written to")
             row = file_queries.get_transfer(conn, offer.file_id)
             assert row is not None
-            return self._view(conn, row), devices
+            return self._view(conn, row), devices, line_sent
 
-        view, devices = await self._store.write(write)
+        view, devices, line_sent = await self._store.write(write)
         for peer_id in set(devices):
             self._messaging.kick_device(peer_id)
+        self._publish(line_sent)
         self._publish(FileStateChanged(at_ms=now, transfer=view))
         return view
+
+    def _add_sent_line(
+        self,
+        conn: Connection,
+        contact: ContactRow | None,
+        group_id: bytes | None,
+        offer: FileOffer,
+        now: int,
+    ) -> tuple[MessageRow, Event]:
+        """The offer's line in the conversation, and the event that announces it."""
+        kind: ConversationKind
+        if group_id is not None:
+            conversation_with, kind = group_id, "group"
+        else:
+            assert contact is not None
+            conversation_with, kind = contact.identity_key, "direct"
+        row = add_sent_line(
+            conn,
+            conversation_with=conversation_with,
+            kind=kind,
+            offer=offer,
+            me=self._messaging.identity_key,
+            my_device=self._net.peer_id,
+            now=now,
+        )
+        if group_id is not None:
+            group_view = group_message_view(row, group_id)
+            return row, GroupMessageSent(
+                at_ms=now,
+                group_id=group_view.conversation_id,
+                group_name=self._groups.group_name(group_id),
+                message=group_view,
+            )
+        assert contact is not None
+        view = message_view(row)
+        return row, MessageSent(
+            at_ms=now, conversation_id=view.conversation_id, name=contact.name, message=view
+        )
 
     async def _target(self, reference: str) -> tuple[ContactRow | None, bytes | None]:
         contact: ContactRow | None = None
@@ -226,24 +274,30 @@ class Files:
         conn: Connection,
         contact: ContactRow,
         device: ContactDevice,
-        body: FileShare | FileNotice,
+        payload: Payload,
         now: int,
         effects: FileEffects,
-    ) -> None:
+    ) -> bytes | None:
+        """Take a file offer or notice; for a one-to-one offer, the id of its new line in the
+        conversation (a delivery receipt is owed for it)."""
+        body = payload.body
         if isinstance(body, FileShare):
-            self._take_offer(conn, contact, device, body, now, effects)
-        else:
+            return self._take_offer(conn, contact, device, payload, body, now, effects)
+        if isinstance(body, FileNotice):
             self._take_notice(conn, contact, body, now, effects)
+            return None
+        raise TypeError(f"not a file body: {type(body).__name__}")
 
     def _take_offer(
         self,
         conn: Connection,
         contact: ContactRow,
         device: ContactDevice,
+        payload: Payload,
         body: FileShare,
         now: int,
         effects: FileEffects,
-    ) -> None:
+    ) -> bytes | None:
         if body.group_id is not None:
             if not self._groups.is_member(body.group_id, contact.identity_key):
                 raise FileRefusal(DropReason.NOT_CONTACT, "the sender is not a member")
@@ -274,11 +328,59 @@ class Files:
             ),
         )
         if not inserted:  # the same file offered again (or a file id clash): keep the first
-            return
+            return None
         row = file_queries.get_transfer(conn, offer.file_id)
         assert row is not None
         effects.offered.append(offer.file_id)
+        line = self._add_received_line(conn, contact, device, payload, body, now, effects)
         effects.events.append(FileOffered(at_ms=now, transfer=self._view(conn, row)))
+        return line
+
+    def _add_received_line(
+        self,
+        conn: Connection,
+        contact: ContactRow,
+        device: ContactDevice,
+        payload: Payload,
+        body: FileShare,
+        now: int,
+        effects: FileEffects,
+    ) -> bytes | None:
+        group_id = body.group_id
+        row = add_received_line(
+            conn,
+            conversation_with=group_id if group_id is not None else contact.identity_key,
+            kind="group" if group_id is not None else "direct",
+            offer=body.offer,
+            sender_identity=contact.identity_key,
+            sender_device=device.peer_id,
+            lamport=body.group_lamport if group_id is not None else payload.lamport,
+            sent_at=payload.sent_at_ms,
+            now=now,
+        )
+        if row is None:
+            return None
+        if group_id is None:
+            view = message_view(row)
+            effects.events.append(
+                MessageReceived(
+                    at_ms=now, conversation_id=view.conversation_id, name=contact.name, message=view
+                )
+            )
+            return row.message_id
+        group_queries.owe_receipt(conn, group_id, contact.identity_key, row.message_id)
+        effects.group_receipts_owed = True
+        group_view = group_message_view(row, group_id)
+        effects.events.append(
+            GroupMessageReceived(
+                at_ms=now,
+                group_id=group_view.conversation_id,
+                group_name=self._groups.group_name(group_id),
+                sender_name=self._groups.member_name(conn, group_id, contact.identity_key),
+                message=group_view,
+            )
+        )
+        return None
 
     def _take_notice(
         self,
@@ -337,6 +439,8 @@ class Files:
     def committed(self, effects: FileEffects) -> None:
         for event in effects.events:
             self._publish(event)
+        if effects.group_receipts_owed:
+            self._groups.receipts_owed()
         if self._nursery is None:
             return
         for file_id in effects.stopped:

@@ -136,6 +136,7 @@ def message_view(row: MessageRow, group_id: bytes) -> MessageView:
         received_at_ms=row.received_at,
         lamport=row.lamport,
         state=row.state,
+        kind=row.kind,
     )
 
 

@@ -200,6 +200,26 @@ class Groups:
                 return False
             return group_log.state.is_member(identity_key or self._me)
 
+    def group_name(self, group_id: bytes) -> str:
+        with self.lock:
+            group_log = self.engine.logs.get(group_id)
+            return group_log.state.name if group_log is not None else ""
+
+    def member_name(self, conn: Connection, group_id: bytes, identity_key: bytes) -> str:
+        """What I call a member: my name for a contact, else the name they gave the group."""
+        person = self.engine.person(conn, identity_key)
+        if person is not None and not person.group_only:
+            return person.name
+        with self.lock:
+            group_log = self.engine.logs.get(group_id)
+            member = group_log.state.members.get(identity_key) if group_log else None
+        return member.display_name if member else identity_id_from_public_key(identity_key)[:12]
+
+    def receipts_owed(self) -> None:
+        """A committed transaction owes delivery receipts (group_queries.owe_receipt): send them
+        with the next batch."""
+        self._receipts_owed.set()
+
     def member_identities(self, group_id: bytes) -> list[bytes]:
         with self.lock:
             group_log = self.engine.logs.get(group_id)

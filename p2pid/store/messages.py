@@ -27,6 +27,7 @@ MESSAGE_ID_BYTES = 16
 OUTGOING_STATES: frozenset[str] = frozenset({"pending", "delivered", "read", "failed"})
 INCOMING_STATES: frozenset[str] = frozenset({"unread", "read"})
 CONVERSATION_KINDS: tuple[str, ...] = ("direct", "group")
+MESSAGE_KINDS: tuple[str, ...] = ("text", "file")  # "file": a file offered in the conversation
 
 # Enough below SQLite's limit on bound parameters for any statement built here.
 _CHUNK = 500
@@ -887,6 +888,8 @@ def _check_new_message(message: NewMessage) -> None:
         )
     if message.lamport < 1:
         raise ValueError("a message's lamport must be at least 1")
+    if message.kind not in MESSAGE_KINDS:
+        raise ValueError(f"unknown message kind {message.kind!r}; expected one of {MESSAGE_KINDS}")
 
 
 def _check_limit(limit: int) -> None:

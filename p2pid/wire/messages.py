@@ -221,6 +221,9 @@ class FileShare(msgspec.Struct, frozen=True, kw_only=True, tag="file-share"):
 
     offer: FileOffer
     group_id: Key | None = None
+    # For a group: the offer's place in the group conversation's order (a one-to-one offer's is
+    # the payload's `lamport`).
+    group_lamport: Lamport | None = None
 
 
 class FileNotice(msgspec.Struct, frozen=True, kw_only=True, tag="file-notice"):
@@ -312,6 +315,9 @@ class MessageView(msgspec.Struct, kw_only=True):
     received_at_ms: int  # this node's clock when stored
     lamport: int
     state: str  # outgoing: pending | delivered | read | failed; incoming: unread | read
+    # "text", or "file": a file offered in the conversation (the text names it; the message id
+    # is the transfer id, for `file show`).
+    kind: str = "text"
 
 
 # -- events ------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from p2pid.sizes import human_size
 from p2pid.tui.screens.base import ListingScreen
 from p2pid.tui.screens.contact_detail import ConfirmScreen
 from p2pid.tui.widgets.contact_records import BAD, decode_list
@@ -36,7 +37,6 @@ from p2pid.tui.widgets.file_records import (
     FINISHED_STATES,
     clean,
     folder_of,
-    human_size,
     with_whom,
 )
 from p2pid.tui.widgets.file_table import FileTable

@@ -11,13 +11,13 @@ import msgspec
 from rich.text import Text
 from textual.notifications import SeverityLevel
 
+from p2pid.sizes import human_size
 from p2pid.tui.widgets.contact_records import BAD, DIM, GOOD, WARN
 from p2pid.tui.widgets.group_records import cut
 from p2pid.tui.widgets.message_log import one_line
 from p2pid.wire.file_views import FileOffered, FileStateChanged, FileTransferView
 
 BAR_CELLS = 8
-UNITS = ("B", "kB", "MB", "GB", "TB")
 STATE_STYLES = {
     "offered": WARN,
     "downloading": "bold",
@@ -31,17 +31,6 @@ ACTIVE_STATES = frozenset({"downloading", "sending"})
 # Incoming transfers `file.accept` takes: an offer, or one paused (no source, a full disk).
 ACCEPTABLE_STATES = frozenset({"offered", "waiting", "failed"})
 FINISHED_STATES = frozenset({"complete", "cancelled"})
-
-
-def human_size(size: float) -> str:
-    """Bytes in decimal units: 999 B, 1.2 kB, 34 MB."""
-    unit = 0
-    while size >= 1000 and unit < len(UNITS) - 1:
-        size /= 1000
-        unit += 1
-    if unit == 0:
-        return f"{int(size)} B"
-    return f"{size:.1f} {UNITS[unit]}" if size < 100 else f"{size:.0f} {UNITS[unit]}"
 
 
 def human_rate(rate_bps: float) -> str:

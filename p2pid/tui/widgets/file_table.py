@@ -11,9 +11,9 @@ import msgspec
 from textual import events
 from textual.binding import Binding, BindingType
 
+from p2pid.sizes import human_size
 from p2pid.tui.widgets.file_records import (
     ACTIVE_STATES,
-    human_size,
     name_text,
     progress_bar,
     speed_text,

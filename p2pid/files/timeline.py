@@ -1,0 +1,97 @@
+"""A file offered in a conversation is also a line of it: a message of kind "file" whose id is the
+transfer's (the file id) and whose text names the file. So the conversation's order, unread
+count, receipts, previews and search include it without knowing about files, and a client that
+does know follows the message id to `file show`.
+
+Both ends write the line in the transaction that stores the offer: the sender when it sends, a
+recipient when it takes the offer (a one-to-one offer at the payload's Lamport value, a group
+offer at the one the offer carries). An offer to me reaches each of my devices, so each has the
+line; a line I send is not copied to my other devices, nor any line to a device linked later:
+they would name a transfer those devices do not have.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from p2pid.sizes import human_size
+from p2pid.store import messages as message_queries
+from p2pid.store.db import Connection
+from p2pid.store.messages import MessageRow, NewMessage
+from p2pid.wire.files import FileOffer
+from p2pid.wire.messages import MAX_LAMPORT
+
+ConversationKind = Literal["direct", "group"]
+
+
+def line_text(offer: FileOffer) -> str:
+    return f"📎 {offer.name} ({human_size(offer.size)})"
+
+
+def add_sent_line(
+    conn: Connection,
+    *,
+    conversation_with: bytes,
+    kind: ConversationKind,
+    offer: FileOffer,
+    me: bytes,
+    my_device: str,
+    now: int,
+) -> MessageRow:
+    """The line of a file I offer, next in the conversation's order (a contact's identity or a
+    group id)."""
+    conversation = message_queries.conversation_id_for(conn, conversation_with, now, kind)
+    lamport = min(message_queries.next_lamport(conn, conversation), MAX_LAMPORT)
+    row = message_queries.insert_message(
+        conn,
+        conversation,
+        NewMessage(
+            message_id=offer.file_id,
+            sender_identity=me,
+            sender_device=my_device,
+            outgoing=True,
+            kind="file",
+            body=line_text(offer),
+            lamport=lamport,
+            sent_at=now,
+            received_at=now,
+            state="pending",
+        ),
+    )
+    assert row is not None  # a new file id
+    return row
+
+
+def add_received_line(
+    conn: Connection,
+    *,
+    conversation_with: bytes,
+    kind: ConversationKind,
+    offer: FileOffer,
+    sender_identity: bytes,
+    sender_device: str,
+    lamport: int | None,
+    sent_at: int,
+    now: int,
+) -> MessageRow | None:
+    """The line of a file offered to me, unread; None if the file id is already a line here.
+    Without a `lamport` (an offer that carries none) it goes after everything seen so far."""
+    conversation = message_queries.conversation_id_for(conn, conversation_with, now, kind)
+    if lamport is None:
+        lamport = min(message_queries.next_lamport(conn, conversation), MAX_LAMPORT)
+    return message_queries.insert_message(
+        conn,
+        conversation,
+        NewMessage(
+            message_id=offer.file_id,
+            sender_identity=sender_identity,
+            sender_device=sender_device,
+            outgoing=False,
+            kind="file",
+            body=line_text(offer),
+            lamport=lamport,
+            sent_at=sent_at,
+            received_at=now,
+            state="unread",
+        ),
+    )
