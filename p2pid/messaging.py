@@ -68,6 +68,7 @@ from p2pid.wire.messages import (
     DeliveryReceipt,
     DeviceListUpdate,
     Envelope,
+    FileLineCopy,
     FileNotice,
     FileShare,
     GroupKey,
@@ -328,16 +329,24 @@ class Messaging:
                 "unreachable", "no device of this contact can be written to (no Olm keys)"
             )
         if isinstance(body, Text) and recipient_identity != self._identity_key:
-            copy = Payload(
-                message_id=message_id,
-                sender_identity=self._identity_key,
-                recipient_identity=self._identity_key,
-                sent_at_ms=now,
-                lamport=lamport,
-                body=SentCopy(conversation_with=recipient_identity, text=body.text),
-            )
-            queued += self._queue_copies(conn, message_id, copy, now)
+            copy = SentCopy(conversation_with=recipient_identity, text=body.text)
+            queued += self.copy_to_my_devices(conn, message_id, lamport, copy, now)
         return row, queued
+
+    def copy_to_my_devices(
+        self, conn: Connection, message_id: bytes, lamport: int, body: Body, now: int
+    ) -> list[str]:
+        """Queue `body` to my other devices, as a copy of something I sent: under its message
+        id, with its clock and time."""
+        copy = Payload(
+            message_id=message_id,
+            sender_identity=self._identity_key,
+            recipient_identity=self._identity_key,
+            sent_at_ms=now,
+            lamport=lamport,
+            body=body,
+        )
+        return self._queue_copies(conn, message_id, copy, now)
 
     def compose_for_groups(
         self,
@@ -745,7 +754,14 @@ class Messaging:
             self._apply_from_my_device(conn, device, payload, now, outcome)
             return
         if isinstance(
-            body, SentCopy | ContactCopy | ReadCopy | ContactRemoval | ProfileCopy | GroupReadCopy
+            body,
+            SentCopy
+            | ContactCopy
+            | ReadCopy
+            | ContactRemoval
+            | ProfileCopy
+            | GroupReadCopy
+            | FileLineCopy,
         ):
             raise _Refused(DropReason.FORGED_PAYLOAD, Result.REJECTED)
         if isinstance(body, DeviceListUpdate):
@@ -854,6 +870,10 @@ class Messaging:
                         message=view,
                     )
                 )
+        elif isinstance(body, FileLineCopy):
+            if self.files is None:
+                raise _Refused(DropReason.BAD_PAYLOAD, Result.REJECTED)
+            self.files.apply_line_copy(conn, device, payload, body, now, outcome.files)
         elif isinstance(body, ContactCopy):
             try:
                 import_contact(conn, body.contact, now)

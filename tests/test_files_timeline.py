@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import msgspec
+import pytest
 import trio
 
 from p2pid.crypto.file_chunks import new_offer
@@ -17,10 +18,25 @@ from p2pid.files.timeline import line_text
 from p2pid.sizes import human_size
 from p2pid.wire.events import Event
 from p2pid.wire.file_views import FileOffered
-from p2pid.wire.group_views import GroupMessageReceived
-from p2pid.wire.messages import FileShare, MessageReceived, MessagesDropped, MessageView
+from p2pid.wire.group_views import GroupMessageReceived, GroupMessageSent
+from p2pid.wire.messages import (
+    FileLineCopy,
+    FileShare,
+    MessageReceived,
+    MessagesDropped,
+    MessageSent,
+    MessageStateChanged,
+    MessageView,
+    Payload,
+    PayloadError,
+    decode_payload,
+    encode_payload,
+)
 from tests import nodes
 from tests.nodes import WAIT_SECONDS, Running, befriend, eventually
+from tests.test_device_sync import device_of, link_laptop
+from tests.test_messaging import befriend as befriend_people
+from tests.test_messaging import node_of, person
 
 running_node = partial(nodes.running_node, auto_accept="none")
 running_nodes = partial(nodes.running_nodes, auto_accept="none")
@@ -54,7 +70,7 @@ def make_file(tmp_path: Path, name: str) -> Path:
 
 def test_the_line_names_the_file_and_its_size() -> None:
     offer = new_offer("minutes.pdf", SIZE, "application/pdf", bytes(32))
-    assert line_text(offer) == "📎 minutes.pdf (3.2 MB)"
+    assert line_text(offer.name, offer.size) == "📎 minutes.pdf (3.2 MB)"
     assert [human_size(n) for n in (0, 999, 1000, 1_234_567, 150_000_000)] == [
         "0 B",
         "999 B",
@@ -176,3 +192,83 @@ async def test_an_offer_refused_leaves_no_line(tmp_path: Path) -> None:
         assert dropped.reason == "bad_payload"
         assert await direct_lines(bob, "Alice") == []
         assert await bob.node.files.list_transfers() == []
+
+
+# -- the line on my other devices --------------------------------------------------------------
+
+
+async def test_my_other_device_shows_the_line_of_a_file_i_send_and_its_receipts(
+    tmp_path: Path,
+) -> None:
+    """The phone sends a file to Bob, and one to a group: the laptop (linked with the real
+    drivers) shows both lines as mine, and Bob's receipts mark them there too. The transfer
+    stays on the phone."""
+    source = make_file(tmp_path, "report.ods")
+    async with (
+        person(tmp_path, "Alice") as phone,
+        person(tmp_path, "Bob") as bob,
+        node_of(phone),
+        node_of(bob),
+    ):
+        await befriend_people(phone, bob)
+        await bob.running.files.set_settings(None, "none", None)
+        home = await link_laptop(tmp_path, phone)
+        async with device_of(home, "Laptop") as laptop, node_of(laptop):
+            sent = await phone.running.files.send("Bob", str(source))
+            copied = await laptop.next_event(MessageSent, lambda e: e.message.kind == "file")
+            assert copied.message.message_id == sent.transfer_id
+            assert copied.message.outgoing and copied.name == "Bob"
+            assert copied.message.text == "📎 report.ods (3.2 MB)"
+            phone_line = (await phone.running.messages("Bob", 10, None, False)).messages[-1]
+            assert copied.message.lamport == phone_line.lamport
+            assert await laptop.running.files.list_transfers() == []
+
+            # Bob's device has the offer: his delivery receipt reaches the laptop too.
+            await laptop.next_event(
+                MessageStateChanged,
+                lambda e: e.state == "delivered" and sent.transfer_id in e.message_ids,
+            )
+
+            group = (await phone.running.groups.create("Team", "A", ["Bob"])).group_id
+            await eventually(
+                laptop.running.groups.list_groups,
+                lambda groups: any(g.group_id == group for g in groups),
+            )
+            to_team = await phone.running.files.send("Team", str(source))
+            in_group = await laptop.next_event(GroupMessageSent, lambda e: e.message.kind == "file")
+            assert (in_group.group_id, in_group.group_name) == (group, "Team")
+            assert in_group.message.message_id == to_team.transfer_id
+
+
+async def test_a_line_copy_from_someone_else_is_refused(tmp_path: Path) -> None:
+    """Only my own devices may put a line of mine into a conversation."""
+    async with running_nodes(tmp_path, "Alice", "Bob") as (alice, bob):
+        await befriend(alice, bob)
+        bob_contact = await alice.node.contacts.find("Bob")
+        forged = FileLineCopy(
+            conversation_with=alice.node.messaging.identity_key, name="x.txt", size=1
+        )
+        await alice.node.store.write(
+            lambda conn: alice.node.messaging.compose_for_groups(
+                conn, bob_contact.identity_key, forged, 1, None
+            )
+        )
+        alice.node.messaging.kick_device(bob.node.net.peer_id)
+        dropped = await next_event(bob, MessagesDropped)
+        assert dropped.reason == "forged_payload"
+        assert await direct_lines(bob, "Alice") == []
+
+
+def test_a_line_copy_with_an_unclean_name_is_refused() -> None:
+    for name in ("../x", "CON", " padded "):
+        copy = FileLineCopy(conversation_with=bytes(32), name=name, size=1)
+        payload = Payload(
+            message_id=bytes(16),
+            sender_identity=bytes(32),
+            recipient_identity=bytes(32),
+            sent_at_ms=1,
+            lamport=1,
+            body=copy,
+        )
+        with pytest.raises(PayloadError, match="file name"):
+            decode_payload(encode_payload(payload))

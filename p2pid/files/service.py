@@ -40,7 +40,12 @@ from p2pid.files.storage import (
     file_mtime_ns,
     part_path_for,
 )
-from p2pid.files.timeline import ConversationKind, add_received_line, add_sent_line
+from p2pid.files.timeline import (
+    ConversationKind,
+    add_copied_line,
+    add_received_line,
+    add_sent_line,
+)
 from p2pid.groups.engine import message_view as group_message_view
 from p2pid.groups.errors import GroupsError
 from p2pid.messaging import Messaging, message_view
@@ -69,7 +74,14 @@ from p2pid.wire.files import (
     encode_offer,
 )
 from p2pid.wire.group_views import GroupMessageReceived, GroupMessageSent
-from p2pid.wire.messages import FileNotice, FileShare, MessageReceived, MessageSent, Payload
+from p2pid.wire.messages import (
+    FileLineCopy,
+    FileNotice,
+    FileShare,
+    MessageReceived,
+    MessageSent,
+    Payload,
+)
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -183,6 +195,15 @@ class Files:
             ]
             if not devices:
                 raise FilesError("unreachable", "no device of the recipients can be written to")
+            copy = FileLineCopy(
+                conversation_with=line.peer_identity,
+                group=group_id is not None,
+                name=offer.name,
+                size=offer.size,
+            )
+            devices += self._messaging.copy_to_my_devices(
+                conn, offer.file_id, line.lamport, copy, now
+            )
             row = file_queries.get_transfer(conn, offer.file_id)
             assert row is not None
             return self._view(conn, row), devices, line_sent
@@ -381,6 +402,52 @@ class Files:
             )
         )
         return None
+
+    def apply_line_copy(
+        self,
+        conn: Connection,
+        device: ContactDevice,
+        payload: Payload,
+        copy: FileLineCopy,
+        now: int,
+        effects: FileEffects,
+    ) -> None:
+        """Another device of mine offered a file: its line, in the conversation here too."""
+        if copy.group and not self._groups.is_member(copy.conversation_with):
+            return  # a group I left meanwhile
+        row = add_copied_line(
+            conn,
+            message_id=payload.message_id,
+            copy=copy,
+            me=self._messaging.identity_key,
+            my_device=device.peer_id,
+            lamport=payload.lamport,
+            sent_at=payload.sent_at_ms,
+            now=now,
+        )
+        if row is None:
+            return
+        if copy.group:
+            group_view = group_message_view(row, copy.conversation_with)
+            effects.events.append(
+                GroupMessageSent(
+                    at_ms=now,
+                    group_id=group_view.conversation_id,
+                    group_name=self._groups.group_name(copy.conversation_with),
+                    message=group_view,
+                )
+            )
+            return
+        view = message_view(row)
+        contact = contact_queries.get_contact(conn, copy.conversation_with)
+        effects.events.append(
+            MessageSent(
+                at_ms=now,
+                conversation_id=view.conversation_id,
+                name=contact.name if contact else view.conversation_id[:12],
+                message=view,
+            )
+        )
 
     def _take_notice(
         self,

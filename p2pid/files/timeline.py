@@ -6,8 +6,8 @@ does know follows the message id to `file show`.
 Both ends write the line in the transaction that stores the offer: the sender when it sends, a
 recipient when it takes the offer (a one-to-one offer at the payload's Lamport value, a group
 offer at the one the offer carries). An offer to me reaches each of my devices, so each has the
-line; a line I send is not copied to my other devices, nor any line to a device linked later:
-they would name a transfer those devices do not have.
+line; the sender's other devices get the line alone (`FileLineCopy`), not the transfer, which
+stays on the device that holds the file. A device linked later gets no lines.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from p2pid.store import messages as message_queries
 from p2pid.store.db import Connection
 from p2pid.store.messages import MessageRow, NewMessage
 from p2pid.wire.files import FileOffer
-from p2pid.wire.messages import MAX_LAMPORT
+from p2pid.wire.messages import MAX_LAMPORT, FileLineCopy
 
 ConversationKind = Literal["direct", "group"]
 
 
-def line_text(offer: FileOffer) -> str:
-    return f"📎 {offer.name} ({human_size(offer.size)})"
+def line_text(name: str, size: int) -> str:
+    return f"📎 {name} ({human_size(size)})"
 
 
 def add_sent_line(
@@ -51,7 +51,7 @@ def add_sent_line(
             sender_device=my_device,
             outgoing=True,
             kind="file",
-            body=line_text(offer),
+            body=line_text(offer.name, offer.size),
             lamport=lamport,
             sent_at=now,
             received_at=now,
@@ -88,10 +88,43 @@ def add_received_line(
             sender_device=sender_device,
             outgoing=False,
             kind="file",
-            body=line_text(offer),
+            body=line_text(offer.name, offer.size),
             lamport=lamport,
             sent_at=sent_at,
             received_at=now,
             state="unread",
+        ),
+    )
+
+
+def add_copied_line(
+    conn: Connection,
+    *,
+    message_id: bytes,
+    copy: FileLineCopy,
+    me: bytes,
+    my_device: str,
+    lamport: int,
+    sent_at: int,
+    now: int,
+) -> MessageRow | None:
+    """The line of a file another device of mine (`my_device`) offered; None if it is here
+    already. Receipts for it come to every device of mine, so its state follows."""
+    kind: ConversationKind = "group" if copy.group else "direct"
+    conversation = message_queries.conversation_id_for(conn, copy.conversation_with, now, kind)
+    return message_queries.insert_message(
+        conn,
+        conversation,
+        NewMessage(
+            message_id=message_id,
+            sender_identity=me,
+            sender_device=my_device,
+            outgoing=True,
+            kind="file",
+            body=line_text(copy.name, copy.size),
+            lamport=lamport,
+            sent_at=sent_at,
+            received_at=now,
+            state="pending",
         ),
     )

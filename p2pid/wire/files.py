@@ -106,13 +106,20 @@ def check_offer(offer: FileOffer) -> FileOffer:
     for what, (value, length) in lengths.items():
         if len(value) != length:
             raise FileOfferError(f"the {what} is {len(value)} bytes, not {length}")
+    check_clean_name(offer.name)
+    return offer
+
+
+def check_clean_name(name: str) -> str:
+    """`name` if `safe_file_name` leaves it as it is, else FileOfferError: a receiver refuses
+    a name the sender should have cleaned; it does not clean it itself."""
     try:
-        safe = safe_file_name(offer.name)
+        safe = safe_file_name(name)
     except UnsafeFileNameError as error:
         raise FileOfferError(f"unsafe file name: {error}") from None
-    if safe != offer.name:
-        raise FileOfferError(f"the file name {offer.name!r} is not clean (it would be {safe!r})")
-    return offer
+    if safe != name:
+        raise FileOfferError(f"the file name {name!r} is not clean (it would be {safe!r})")
+    return name
 
 
 _offer_decoder: msgspec.msgpack.Decoder[FileOffer] = msgspec.msgpack.Decoder(FileOffer)

@@ -20,7 +20,15 @@ import msgspec
 
 from p2pid.wire.device_link import ContactSnapshot, ProfileFieldCopy
 from p2pid.wire.events import Event
-from p2pid.wire.files import FileId, FileOffer, FileOfferError, check_offer
+from p2pid.wire.files import (
+    FileId,
+    FileName,
+    FileOffer,
+    FileOfferError,
+    FileSize,
+    check_clean_name,
+    check_offer,
+)
 from p2pid.wire.records import DevicePrekeys, SignedDeviceList
 
 PROTOCOL_ID: Final = "/p2pid/msg/1"
@@ -233,6 +241,17 @@ class FileNotice(msgspec.Struct, frozen=True, kw_only=True, tag="file-notice"):
     state: Literal["complete", "cancelled"]
 
 
+class FileLineCopy(msgspec.Struct, frozen=True, kw_only=True, tag="file-line-copy"):
+    """To my other devices: the line of a file I offered in a conversation (same message id,
+    which is the file id, clock and time as the line). Only the line: the transfer stays on the
+    device that sent the file."""
+
+    conversation_with: Key  # the contact's identity key, or the group id
+    group: bool = False
+    name: FileName  # the offer's (clean) name
+    size: FileSize
+
+
 Body = (
     Text
     | DeliveryReceipt
@@ -250,6 +269,7 @@ Body = (
     | GroupReadCopy
     | FileShare
     | FileNotice
+    | FileLineCopy
 )
 
 
@@ -281,9 +301,12 @@ def decode_payload(data: bytes) -> Payload:
         check_text(body.text)
     elif isinstance(body, PrekeyRefill) and len(body.prekeys.one_time_keys) > 100:
         raise PayloadError("a prekey refill holds more than 100 one-time keys")
-    elif isinstance(body, FileShare):
+    elif isinstance(body, FileShare | FileLineCopy):
         try:
-            check_offer(body.offer)
+            if isinstance(body, FileShare):
+                check_offer(body.offer)
+            else:
+                check_clean_name(body.name)
         except FileOfferError as error:
             raise PayloadError(str(error)) from None
     return payload
