@@ -263,6 +263,44 @@ async def test_auto_accept_takes_small_files_from_contacts_only_as_configured(
         assert (await bob.node.files.show(third.transfer_id)).state == "offered"
 
 
+async def test_auto_accept_leaves_room_on_the_disk(tmp_path: Path) -> None:
+    """An offer that would leave the folder's disk nearly full (under a tenth of it, or 1 GiB)
+    waits for the person, saying why; a smaller one is taken. A 4 MiB tmpfs stands in for a
+    nearly full disk (root only, as CI runs)."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if run("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk), check=False):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        big = random_file(tmp_path / "out" / "big.bin", 3_900_000)
+        small = random_file(tmp_path / "out" / "small.bin", 100_000)
+        async with running_nodes(tmp_path, "Alice", "Bob") as (alice, bob):
+            await befriend(alice, bob)
+            await bob.node.files.set_settings(str(disk), "verified", 25 * 1024 * 1024)
+            await alice.node.files.send("Bob", str(big))
+            first = await offered(bob)
+            waiting = await next_event(
+                bob,
+                lambda e: (
+                    isinstance(e, FileStateChanged) and e.transfer.transfer_id == first.transfer_id
+                ),
+            )
+            assert isinstance(waiting, FileStateChanged)
+            assert waiting.transfer.state == "offered"
+            assert waiting.transfer.error.startswith("not accepted automatically: it would leave")
+            assert str(disk) in waiting.transfer.error
+            assert list(disk.iterdir()) == []
+
+            await alice.node.files.send("Bob", str(small))
+            second = await offered(bob)
+            done = await state_of(bob, second.transfer_id, "complete", "failed")
+            assert done.state == "complete", done.error
+            assert (disk / "small.bin").read_bytes() == small.read_bytes()
+            assert (await bob.node.files.show(first.transfer_id)).state == "offered"
+    finally:
+        run("umount", "-l", str(disk), check=False)
+
+
 async def test_a_transfer_resumes_after_the_receiver_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

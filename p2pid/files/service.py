@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,7 @@ from p2pid.groups.errors import GroupsError
 from p2pid.messaging import Messaging, message_view
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols.messaging import DropReason
+from p2pid.sizes import human_size
 from p2pid.store import contacts as contact_queries
 from p2pid.store import files as file_queries
 from p2pid.store import groups as group_queries
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("complete", "failed", "cancelled")
+AUTO_ACCEPT_KEEP_FREE_BYTES = 1024**3  # what taking files unasked leaves free, at least
 CHUNK_SIZE = DEFAULT_CHUNK_SIZE
 
 
@@ -529,10 +532,29 @@ class Files:
             return
         if settings.auto_accept == "verified" and not sender.verified:
             return
+        folder = settings.folder or self._default_folder
+        short = await trio.to_thread.run_sync(_too_little_room, folder, offer.size)
+        if short:
+            await self._note_on_offer(file_id, f"not accepted automatically: {short}")
+            return
         try:
             await self.accept(file_hex(file_id), None)
         except FilesError as error:
             log.warning("could not accept %s automatically: %s", offer.name, error)
+
+    async def _note_on_offer(self, file_id: bytes, note: str) -> None:
+        """Say on an offer (as its error) why it waits for the person; not once it moved on."""
+        now = now_ms()
+
+        def write(conn: Connection) -> FileTransferView | None:
+            row = file_queries.get_transfer(conn, file_id)
+            if row is None or row.state != "offered":
+                return None
+            return self._view(conn, file_queries.update_transfer(conn, file_id, now, error=note))
+
+        view = await self._store.write(write)
+        if view is not None:
+            self._publish(FileStateChanged(at_ms=now, transfer=view))
 
     # -- accepting and fetching ----------------------------------------------------------------
 
@@ -799,6 +821,26 @@ def _writable_folder(folder: str, create: bool) -> None:
         os.makedirs(folder, mode=0o700, exist_ok=True)
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
         raise FilesError("invalid", f"{folder} is not a folder this daemon can write to")
+
+
+def _too_little_room(folder: str, size: int) -> str:
+    """Why a file of `size` bytes may not be taken into `folder` unasked ("" if it may): it
+    would leave less free than AUTO_ACCEPT_KEEP_FREE_BYTES, or a tenth of the disk if that is
+    less. (The folder's nearest existing parent is measured if it does not exist yet.)"""
+    path = Path(folder)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError as error:
+        return f"cannot see the free space in {folder}: {error.strerror}"
+    keep = min(AUTO_ACCEPT_KEEP_FREE_BYTES, usage.total // 10)
+    if usage.free - size >= keep:
+        return ""
+    return (
+        f"it would leave less than {human_size(keep)} free in {folder}"
+        f" ({human_size(usage.free)} free now)"
+    )
 
 
 def default_files_folder() -> str:
