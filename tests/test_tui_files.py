@@ -611,6 +611,29 @@ def test_bob_accepts_alices_file_in_his_tui(tmp_path: Path) -> None:
         )
         shown = chats.message_log.message(transfer_id)
         assert shown is not None and shown.text == line and not shown.outgoing
+        assert shown.kind == "file"
+
+        # Ctrl+F there: the file is saved already, so it says where.
+        await pilot.press("ctrl+f")
+        await until(
+            pilot,
+            lambda: any(f"field notes.bin is complete in {folder}" in t for t in app.toasts),
+            "where the file is",
+        )
+        # A second file offered in the conversation: Ctrl+F opens the accept dialog for it.
+        again = await asyncio.to_thread(call, alice, "file.send", target="Bob", path=str(source))
+        await until(
+            pilot,
+            lambda: chats.message_log.message(again["transfer_id"]) is not None,
+            "the second line",
+        )
+        await pilot.press("ctrl+f")
+        await until(pilot, lambda: isinstance(app.screen, AcceptFileScreen), "the accept dialog")
+        dialog = app.screen
+        assert isinstance(dialog, AcceptFileScreen)
+        assert dialog.transfer.transfer_id == again["transfer_id"]
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ChatsScreen), "back in the chat")
 
     with running_daemon(alice, "Alice"), running_daemon(bob, "Bob"):
         become_contacts(alice, bob)

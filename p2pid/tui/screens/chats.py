@@ -24,6 +24,7 @@ from textual.widgets import Static
 
 from p2pid.rpc.protocol import RpcError
 from p2pid.tui.screens.base import SectionScreen
+from p2pid.tui.screens.files import accept_from_conversation
 from p2pid.tui.widgets.composer import Composer
 from p2pid.tui.widgets.conversation_list import ConversationEntry, ConversationList
 from p2pid.tui.widgets.message_log import ChatMessage, MessageLog, printable, state_regresses
@@ -45,6 +46,7 @@ class ChatsScreen(SectionScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "focus_list", "Conversations"),
         Binding("ctrl+n", "next_unread", "Next unread", show=False),
+        Binding("ctrl+f", "accept_file", "Accept file"),
     ]
 
     def __init__(self) -> None:
@@ -510,12 +512,23 @@ class ChatsScreen(SectionScreen):
         if self._open_id is not None:
             self.composer.focus()
 
+    def action_accept_file(self) -> None:
+        if self._open_id is not None:
+            self._accept_file(list(self.message_log.messages))
+
+    @work(exclusive=True, group="chat-accept-file")
+    async def _accept_file(self, messages: list[ChatMessage]) -> None:
+        await accept_from_conversation(self, messages)
+
     def commands(self) -> Iterable[SystemCommand]:
         yield SystemCommand("Conversation list", "focus the list (Escape)", self.action_focus_list)
         yield SystemCommand("Next unread conversation", "open it (Ctrl+N)", self.action_next_unread)
         yield SystemCommand("Reload conversations", "ask the daemon again", self._load_list)
         if self._open_id is not None:
             yield SystemCommand("Write a message", "focus the input box", self.action_write)
+            yield SystemCommand(
+                "Accept a file", "the newest offered here (Ctrl+F)", self.action_accept_file
+            )
             yield SystemCommand(
                 "Mark conversation read", "and tell the contact", self.action_mark_read
             )

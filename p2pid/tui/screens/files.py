@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,7 +24,7 @@ from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -41,6 +41,7 @@ from p2pid.tui.widgets.file_records import (
 )
 from p2pid.tui.widgets.file_table import FileTable
 from p2pid.tui.widgets.group_records import CallFailed, group_call, group_call_as, group_label
+from p2pid.tui.widgets.message_log import ChatMessage
 from p2pid.wire.api import ContactSummary
 from p2pid.wire.file_views import (
     FileOffered,
@@ -95,7 +96,38 @@ def file_problem(path: str) -> str | None:
     return None
 
 
-def _app(screen: ModalScreen[Any]) -> P2pidApp:
+OFFERS_LOOKED_AT = 10  # Ctrl+F in a conversation: its newest file lines asked about
+
+
+async def accept_from_conversation(screen: Screen[Any], messages: Sequence[ChatMessage]) -> None:
+    """Ctrl+F in a conversation: the newest file offered in it that waits to be accepted, in
+    the accept dialog; or, if none waits, what became of the newest one."""
+    offered = sorted(
+        (m for m in messages if m.kind == "file" and not m.outgoing),
+        key=lambda m: m.order,
+        reverse=True,
+    )
+    if not offered:
+        screen.notify("No file was offered to you in this conversation.", title="Files")
+        return
+    newest: FileTransferView | None = None
+    for line in offered[:OFFERS_LOOKED_AT]:
+        try:
+            transfer = await group_call_as(
+                _app(screen), FileTransferView, "file.show", transfer=line.message_id
+            )
+        except CallFailed:
+            return
+        newest = newest or transfer
+        if transfer.state in ACCEPTABLE_STATES:
+            screen.app.push_screen(AcceptFileScreen(transfer))
+            return
+    assert newest is not None
+    where = f" in {newest.folder}" if newest.state == "complete" and newest.folder else ""
+    screen.notify(f"{clean(newest.name)} is {newest.state}{where}.", title="Files")
+
+
+def _app(screen: Screen[Any]) -> P2pidApp:
     from p2pid.tui.app import P2pidApp
 
     assert isinstance(screen.app, P2pidApp)

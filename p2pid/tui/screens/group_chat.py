@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from p2pid.tui.screens.base import SectionScreen
+from p2pid.tui.screens.files import accept_from_conversation
 from p2pid.tui.screens.group_members import GroupMembersScreen
 from p2pid.tui.widgets.composer import Composer
 from p2pid.tui.widgets.contact_records import DIM, GOOD, format_time
@@ -57,6 +58,7 @@ class GroupChatScreen(SectionScreen):
         Binding("escape", "back", "Groups"),
         Binding("ctrl+g", "members", "Members"),
         Binding("ctrl+r", "receipts", "Receipts"),
+        Binding("ctrl+f", "accept_file", "Accept file"),
     ]
 
     def __init__(self, group_id: str, name: str, avatar: str = "") -> None:
@@ -321,6 +323,13 @@ class GroupChatScreen(SectionScreen):
     def action_write(self) -> None:
         self.composer.focus()
 
+    def action_accept_file(self) -> None:
+        self._accept_file(list(self.message_log.messages))
+
+    @work(exclusive=True, group="group-accept-file")
+    async def _accept_file(self, messages: list[GroupChatMessage]) -> None:
+        await accept_from_conversation(self, messages)
+
     def commands(self) -> Iterable[SystemCommand]:
         yield SystemCommand("Back to the groups", "the list (Escape)", self.action_back)
         yield SystemCommand("Group members", "roles, devices, admin actions", self.action_members)
@@ -329,6 +338,9 @@ class GroupChatScreen(SectionScreen):
         )
         yield SystemCommand("Older messages", "load the page before", self.action_older)
         yield SystemCommand("Write a message", "focus the input box", self.action_write)
+        yield SystemCommand(
+            "Accept a file", "the newest offered here (Ctrl+F)", self.action_accept_file
+        )
 
 
 def _plain(view: MessageView) -> Mapping[str, Any]:

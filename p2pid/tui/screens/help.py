@@ -37,6 +37,7 @@ HELP = """\
 | Page Up | older messages |
 | Home / End | oldest loaded / newest messages |
 | Ctrl+N | next conversation with unread messages |
+| Ctrl+F | accept the newest file offered in the conversation (`📎` lines; groups too) |
 | Escape | back to the conversation list |
 
 The mark before each of your messages: `·` pending, `✓` delivered, `✓✓` read, `✗` failed.

@@ -35,6 +35,7 @@ class GroupChatMessage(ChatMessage):
             sent_at_ms=int(view["sent_at_ms"]),
             state=str(view["state"]),
             lamport=int(view.get("lamport", 0)),
+            kind=str(view.get("kind", "text")),
             sender_id=str(view.get("sender_id", "")),
         )
 

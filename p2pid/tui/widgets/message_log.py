@@ -151,6 +151,7 @@ class ChatMessage:
     sent_at_ms: int
     state: str
     lamport: int = 0
+    kind: str = "text"  # or "file": a file offered here (message_id is the transfer id)
     day: date = field(init=False)  # local
     _lines: tuple[str, ...] | None = field(default=None, repr=False)  # wrapped at _lines_width
     _lines_width: int = field(default=-1, repr=False)
@@ -167,6 +168,7 @@ class ChatMessage:
             sent_at_ms=int(view["sent_at_ms"]),
             state=str(view["state"]),
             lamport=int(view.get("lamport", 0)),
+            kind=str(view.get("kind", "text")),
         )
 
     @property
