@@ -168,6 +168,18 @@ def message_view(row: MessageRow) -> MessageView:
     )
 
 
+def copied_sent_event(conn: Connection, row: MessageRow, now: int) -> MessageSent:
+    """`message.sent` for what another device of mine sent, naming the contact as I call them."""
+    view = message_view(row)
+    contact = contact_queries.get_contact(conn, row.peer_identity)
+    return MessageSent(
+        at_ms=now,
+        conversation_id=view.conversation_id,
+        name=contact.name if contact else view.conversation_id[:12],
+        message=view,
+    )
+
+
 def _state_events(rows: Sequence[MessageRow], state: str) -> list[Event]:
     by_conversation: defaultdict[bytes, list[str]] = defaultdict(list)
     for row in rows:
@@ -860,16 +872,7 @@ class Messaging:
                 ),
             )
             if row is not None:
-                view = message_view(row)
-                contact = contact_queries.get_contact(conn, body.conversation_with)
-                outcome.events.append(
-                    MessageSent(
-                        at_ms=now,
-                        conversation_id=view.conversation_id,
-                        name=contact.name if contact else view.conversation_id[:12],
-                        message=view,
-                    )
-                )
+                outcome.events.append(copied_sent_event(conn, row, now))
         elif isinstance(body, FileLineCopy):
             if self.files is None:
                 raise _Refused(DropReason.BAD_PAYLOAD, Result.REJECTED)

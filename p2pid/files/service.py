@@ -49,7 +49,7 @@ from p2pid.files.timeline import (
 )
 from p2pid.groups.engine import message_view as group_message_view
 from p2pid.groups.errors import GroupsError
-from p2pid.messaging import Messaging, message_view
+from p2pid.messaging import Messaging, copied_sent_event, message_view
 from p2pid.net.host import NetHost, Stream
 from p2pid.protocols.messaging import DropReason
 from p2pid.sizes import human_size
@@ -441,16 +441,7 @@ class Files:
                 )
             )
             return
-        view = message_view(row)
-        contact = contact_queries.get_contact(conn, copy.conversation_with)
-        effects.events.append(
-            MessageSent(
-                at_ms=now,
-                conversation_id=view.conversation_id,
-                name=contact.name if contact else view.conversation_id[:12],
-                message=view,
-            )
-        )
+        effects.events.append(copied_sent_event(conn, row, now))
 
     def _take_notice(
         self,

@@ -42,22 +42,8 @@ def add_sent_line(
     group id)."""
     conversation = message_queries.conversation_id_for(conn, conversation_with, now, kind)
     lamport = min(message_queries.next_lamport(conn, conversation), MAX_LAMPORT)
-    row = message_queries.insert_message(
-        conn,
-        conversation,
-        NewMessage(
-            message_id=offer.file_id,
-            sender_identity=me,
-            sender_device=my_device,
-            outgoing=True,
-            kind="file",
-            body=line_text(offer.name, offer.size),
-            lamport=lamport,
-            sent_at=now,
-            received_at=now,
-            state="pending",
-        ),
-    )
+    line = _line(offer.file_id, me, my_device, offer.name, offer.size, lamport, now, now)
+    row = message_queries.insert_message(conn, conversation, line)
     assert row is not None  # a new file id
     return row
 
@@ -79,22 +65,18 @@ def add_received_line(
     conversation = message_queries.conversation_id_for(conn, conversation_with, now, kind)
     if lamport is None:
         lamport = min(message_queries.next_lamport(conn, conversation), MAX_LAMPORT)
-    return message_queries.insert_message(
-        conn,
-        conversation,
-        NewMessage(
-            message_id=offer.file_id,
-            sender_identity=sender_identity,
-            sender_device=sender_device,
-            outgoing=False,
-            kind="file",
-            body=line_text(offer.name, offer.size),
-            lamport=lamport,
-            sent_at=sent_at,
-            received_at=now,
-            state="unread",
-        ),
+    line = _line(
+        offer.file_id,
+        sender_identity,
+        sender_device,
+        offer.name,
+        offer.size,
+        lamport,
+        sent_at,
+        now,
+        outgoing=False,
     )
+    return message_queries.insert_message(conn, conversation, line)
 
 
 def add_copied_line(
@@ -112,19 +94,32 @@ def add_copied_line(
     already. Receipts for it come to every device of mine, so its state follows."""
     kind: ConversationKind = "group" if copy.group else "direct"
     conversation = message_queries.conversation_id_for(conn, copy.conversation_with, now, kind)
-    return message_queries.insert_message(
-        conn,
-        conversation,
-        NewMessage(
-            message_id=message_id,
-            sender_identity=me,
-            sender_device=my_device,
-            outgoing=True,
-            kind="file",
-            body=line_text(copy.name, copy.size),
-            lamport=lamport,
-            sent_at=sent_at,
-            received_at=now,
-            state="pending",
-        ),
+    line = _line(message_id, me, my_device, copy.name, copy.size, lamport, sent_at, now)
+    return message_queries.insert_message(conn, conversation, line)
+
+
+def _line(
+    message_id: bytes,
+    sender_identity: bytes,
+    sender_device: str,
+    name: str,
+    size: int,
+    lamport: int,
+    sent_at: int,
+    now: int,
+    *,
+    outgoing: bool = True,
+) -> NewMessage:
+    """A file's line: mine `pending`, theirs `unread`."""
+    return NewMessage(
+        message_id=message_id,
+        sender_identity=sender_identity,
+        sender_device=sender_device,
+        outgoing=outgoing,
+        kind="file",
+        body=line_text(name, size),
+        lamport=lamport,
+        sent_at=sent_at,
+        received_at=now,
+        state="pending" if outgoing else "unread",
     )
