@@ -45,7 +45,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -69,7 +68,6 @@ MIB = 1 << 20
 GIB = 1 << 30
 EVENT_TIMEOUT_SECONDS = 300.0
 WORMHOLE_TIMEOUT_SECONDS = 600.0
-SERVER_START_SECONDS = 30.0
 RESUME_AT = 0.5
 ENDED = ("failed", "cancelled")
 
@@ -316,42 +314,6 @@ def yamux_seconds(size: int) -> float:
     return file_path_probe.one_run("libp2p_streams_1", size)
 
 
-@contextmanager
-def transit_relay(venv: Path) -> Iterator[str]:
-    """magic-wormhole-transit-relay on 127.0.0.1 for the block; yields its `tcp:host:port`."""
-    port = wormhole_baseline.free_port()
-    listen = f"--port=tcp:{port}:interface=127.0.0.1"
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(
-            [str(venv / "bin" / "twist"), "transitrelay", listen],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_listening(server, port, "the transit relay")
-            yield f"tcp:127.0.0.1:{port}"
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-def wait_listening(server: subprocess.Popen[bytes], port: int, what: str) -> None:
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while True:
-        if server.poll() is not None:
-            raise BenchError(f"{what} exited with {server.returncode}")
-        with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} did not start listening")
-        time.sleep(0.1)
-
-
 class Wormhole:
     """A local mailbox server and transit relay; one `send`/`receive` of a file per call."""
 
@@ -416,7 +378,10 @@ class Wormhole:
 
 @contextmanager
 def open_wormhole(venv: Path, inbox: Path) -> Iterator[Wormhole]:
-    with wormhole_baseline.mailbox_server(venv) as relay_url, transit_relay(venv) as transit:
+    with (
+        wormhole_baseline.mailbox_server(venv) as relay_url,
+        wormhole_baseline.transit_relay(venv) as transit,
+    ):
         inbox.mkdir(parents=True, exist_ok=True)
         yield Wormhole(venv, relay_url, transit, inbox)
 

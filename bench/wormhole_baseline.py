@@ -69,39 +69,63 @@ def mailbox_server(venv: Path) -> Iterator[str]:
     """A mailbox server on 127.0.0.1 for the block; yields its relay URL."""
     workdir = Path(tempfile.mkdtemp(prefix="p2pid-wormhole-"))
     port = free_port()
-    log = (workdir / "mailbox.log").open("wb")
-    server = subprocess.Popen(
-        [
-            str(venv / "bin" / "twist"),
-            "wormhole-mailbox",
-            f"--port=tcp:{port}:interface=127.0.0.1",
-            f"--channel-db={workdir / 'channel.sqlite'}",
-        ],
-        cwd=workdir,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    plugin = [
+        "wormhole-mailbox",
+        f"--port=tcp:{port}:interface=127.0.0.1",
+        f"--channel-db={workdir / 'channel.sqlite'}",
+    ]
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the mailbox server exited with {server.returncode}")
-            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the mailbox server did not start listening")
-            time.sleep(0.1)
-        yield f"ws://127.0.0.1:{port}/v1"
+        with twist_server(venv, plugin, port, "the mailbox server", workdir):
+            yield f"ws://127.0.0.1:{port}/v1"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def transit_relay(venv: Path) -> Iterator[str]:
+    """magic-wormhole-transit-relay on 127.0.0.1 for the block; yields its `tcp:host:port`."""
+    workdir = Path(tempfile.mkdtemp(prefix="p2pid-transit-"))
+    port = free_port()
+    plugin = ["transitrelay", f"--port=tcp:{port}:interface=127.0.0.1"]
+    try:
+        with twist_server(venv, plugin, port, "the transit relay", workdir):
+            yield f"tcp:127.0.0.1:{port}"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def twist_server(
+    venv: Path, plugin: list[str], port: int, what: str, workdir: Path
+) -> Iterator[None]:
+    """`twist PLUGIN...` (a Twisted server) for the block, from when it listens on 127.0.0.1
+    `port`; its output goes to a log in `workdir`."""
+    with (workdir / f"{plugin[0]}.log").open("wb") as log:
+        server = subprocess.Popen(
+            [str(venv / "bin" / "twist"), *plugin],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + SERVER_START_SECONDS
+            while True:
+                if server.poll() is not None:
+                    raise RuntimeError(f"{what} exited with {server.returncode}")
+                with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{what} did not start listening")
+                time.sleep(0.1)
+            yield
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 class Wormhole:
