@@ -9,15 +9,12 @@ tests check which RPC calls the screens make, with which params, and what the ev
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -36,12 +33,20 @@ from p2pid.wire.group_views import GroupSummary
 from tests.daemons import LOOPBACK, running_daemon
 from tests.messaging_helpers import become_contacts, call
 from tests.tui_fixtures import (
+    AT_MS,
     NotingApp,
     QuietApp,
     ScriptedLink,
+    contact,
+    identity_id,
     initialised_home,
+    methods,
+    no_blink,
+    open_modal,
     refuse,
     run_scripted,
+    scenario_then,
+    size_ids,
     text_of,
     until,
 )
@@ -49,14 +54,8 @@ from tests.tui_fixtures import (
 os.environ["TZ"] = "UTC"
 time.tzset()
 
-SIZES = [(100, 40), (80, 24)]
-AT_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 MINUTE_MS = 60_000
 DOWNLOADS = "/home/alice/Downloads/p2pid"
-
-
-def identity_id(seed: int) -> str:
-    return base64.b32encode(bytes([seed]) * 32).decode().rstrip("=").lower()
 
 
 BOB, CAROL, DAVE = (identity_id(n) for n in (1, 2, 3))
@@ -159,23 +158,6 @@ TRANSFERS = [
 SETTINGS = FileSettings(folder=DOWNLOADS, auto_accept="verified", auto_accept_max_bytes=50_000_000)
 
 
-def contact(identity: str, name: str, *, blocked: bool = False) -> dict[str, Any]:
-    return {
-        "identity_id": identity,
-        "fingerprint": identity,
-        "name": name,
-        "display_name": name,
-        "nickname": None,
-        "verified": True,
-        "verified_by": "invite",
-        "blocked": blocked,
-        "identity_changed": False,
-        "devices": [],
-        "fields": {},
-        "added_at_ms": AT_MS,
-    }
-
-
 CONTACTS = [contact(CAROL, "Carol"), contact(BOB, "Bob"), contact(DAVE, "Mallory", blocked=True)]
 GROUPS = [
     GroupSummary(
@@ -236,10 +218,6 @@ def scripted_link(**answers: Any) -> ScriptedLink:
     )
 
 
-def methods(link: ScriptedLink) -> list[str]:
-    return [method for method, _ in link.calls]
-
-
 def files_ready(app: P2pidApp) -> bool:
     return isinstance(app.screen, FilesScreen) and app.screen.loaded
 
@@ -267,17 +245,6 @@ def highlight(app: P2pidApp, transfer_id: str) -> None:
     table.move_cursor(row=table.get_row_index(transfer_id), animate=False)
 
 
-async def open_modal(pilot: Pilot[Any], key: str, kind: type[Any]) -> Any:
-    await pilot.press(key)
-    await until(pilot, lambda: isinstance(pilot.app.screen, kind), kind.__name__)
-    return pilot.app.screen
-
-
-def no_blink(screen: Any) -> None:
-    for entry in screen.query(Input):
-        entry.cursor_blink = False
-
-
 def progress_event(transfer_id: str, done: int, size: int, rate: float, eta: float | None) -> Any:
     return {
         "type": "file.progress",
@@ -296,20 +263,7 @@ def snapshot_app(tmp_path: Path, link: ScriptedLink | None = None) -> QuietApp:
     return QuietApp(initialised_home(tmp_path / "home"), link_factory=link.factory())
 
 
-def scenario_then(
-    *steps: Callable[[Pilot[Any]], Awaitable[None]],
-) -> Callable[[Pilot[Any]], Awaitable[None]]:
-    async def run_before(pilot: Pilot[Any]) -> None:
-        for step in steps:
-            await step(pilot)
-        await pilot.pause()
-
-    return run_before
-
-
 # -- snapshots ---------------------------------------------------------------------------------
-
-size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 
 
 @size_ids

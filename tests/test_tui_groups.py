@@ -9,15 +9,12 @@ params, and that a refusal changes nothing.
 
 from __future__ import annotations
 
-import base64
 import os
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input, OptionList, SelectionList
 
@@ -52,12 +49,20 @@ from p2pid.wire.group_views import (
 )
 from p2pid.wire.messages import MessagePage, MessageView
 from tests.tui_fixtures import (
+    AT_MS,
     NotingApp,
     QuietApp,
     ScriptedLink,
+    contact,
+    identity_id,
     initialised_home,
+    methods,
+    no_blink,
+    open_modal,
     refuse,
     run_scripted,
+    scenario_then,
+    size_ids,
     text_of,
     until,
 )
@@ -65,15 +70,9 @@ from tests.tui_fixtures import (
 os.environ["TZ"] = "UTC"
 time.tzset()
 
-SIZES = [(100, 40), (80, 24)]
-AT_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 MINUTE_MS = 60_000
 # A group invite code's text (fixed, so its QR code is the same picture on every run).
 FIXED_GROUP_CODE = "P2PID:" + "AEBAGBAFAYDQQCIKBMGA2DQPCAIREEYUCULBOGAZDINRYHI6D4QA" * 3
-
-
-def identity_id(seed: int) -> str:
-    return base64.b32encode(bytes([seed]) * 32).decode().rstrip("=").lower()
 
 
 def peer_id(tail: str) -> str:
@@ -213,23 +212,6 @@ REQUESTS = [
 ]
 
 
-def contact(identity: str, name: str, *, blocked: bool = False) -> dict[str, Any]:
-    return {
-        "identity_id": identity,
-        "fingerprint": identity,
-        "name": name,
-        "display_name": name,
-        "nickname": None,
-        "verified": True,
-        "verified_by": "invite",
-        "blocked": blocked,
-        "identity_changed": False,
-        "devices": [],
-        "fields": {},
-        "added_at_ms": AT_MS,
-    }
-
-
 CONTACTS = [
     contact(BOB, "Bob"),
     contact(CAROL, "Carol"),
@@ -326,10 +308,6 @@ def scripted_link(**answers: Any) -> ScriptedLink:
     )
 
 
-def methods(link: ScriptedLink) -> list[str]:
-    return [method for method, _ in link.calls]
-
-
 # -- getting to each screen --------------------------------------------------------------------
 
 
@@ -369,36 +347,12 @@ async def open_members(pilot: Pilot[Any]) -> None:
     await until(pilot, lambda: members_screen(pilot.app).loaded, "the members")
 
 
-async def open_modal(pilot: Pilot[Any], key: str, kind: type[Any]) -> Any:
-    await pilot.press(key)
-    await until(pilot, lambda: isinstance(pilot.app.screen, kind), kind.__name__)
-    return pilot.app.screen
-
-
-def no_blink(screen: Any) -> None:
-    for entry in screen.query(Input):
-        entry.cursor_blink = False
-
-
 def snapshot_app(tmp_path: Path, link: ScriptedLink | None = None) -> QuietApp:
     link = link or scripted_link()
     return QuietApp(initialised_home(tmp_path / "home"), link_factory=link.factory())
 
 
-def scenario_then(
-    *steps: Callable[[Pilot[Any]], Awaitable[None]],
-) -> Callable[[Pilot[Any]], Awaitable[None]]:
-    async def run_before(pilot: Pilot[Any]) -> None:
-        for step in steps:
-            await step(pilot)
-        await pilot.pause()
-
-    return run_before
-
-
 # -- snapshots ---------------------------------------------------------------------------------
-
-size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 
 
 @size_ids

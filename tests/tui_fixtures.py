@@ -8,14 +8,17 @@ shapes the RPC methods return). Behaviour is tested against real daemons in the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path, PurePath
 from typing import Any, ClassVar
 
+import pytest
 from rich.console import Console
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 import p2pid.tui.app as tui_app
 from p2pid.home import Home
@@ -162,3 +165,57 @@ def log_lines(log: Any) -> list[str]:
 
     width, height = log.scrollable_content_region.size
     return [strip.text.rstrip() for strip in log.render_lines(Region(0, 0, width, height))]
+
+
+# -- shared by the scripted screens' tests -----------------------------------------------------
+
+SIZES = [(100, 40), (80, 24)]  # the terminal sizes every snapshot is taken at
+size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+AT_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+
+
+def identity_id(seed: int) -> str:
+    return base64.b32encode(bytes([seed]) * 32).decode().rstrip("=").lower()
+
+
+def contact(identity: str, name: str, *, blocked: bool = False) -> dict[str, Any]:
+    return {
+        "identity_id": identity,
+        "fingerprint": identity,
+        "name": name,
+        "display_name": name,
+        "nickname": None,
+        "verified": True,
+        "verified_by": "invite",
+        "blocked": blocked,
+        "identity_changed": False,
+        "devices": [],
+        "fields": {},
+        "added_at_ms": AT_MS,
+    }
+
+
+def methods(link: ScriptedLink) -> list[str]:
+    return [method for method, _ in link.calls]
+
+
+async def open_modal(pilot: Pilot[Any], key: str, kind: type[Any]) -> Any:
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(pilot.app.screen, kind), kind.__name__)
+    return pilot.app.screen
+
+
+def no_blink(screen: Any) -> None:
+    for entry in screen.query(Input):
+        entry.cursor_blink = False
+
+
+def scenario_then(
+    *steps: Callable[[Pilot[Any]], Awaitable[None]],
+) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        for step in steps:
+            await step(pilot)
+        await pilot.pause()
+
+    return run_before
