@@ -92,3 +92,18 @@ async def befriend(a: Running, b: Running) -> None:
     invite = await a.node.create_invite(1, 600)
     await b.node.join(invite.code)
     await eventually(lambda: a.node.contact(b.name), lambda c: c is not None)
+
+
+async def group_of(admin: Running, name: str, *members: Running) -> str:
+    """A group `admin` creates with `members` (each befriended first); its id, once every member
+    holds it."""
+    for member in members:
+        await befriend(admin, member)
+    names = [member.name for member in members]
+    group = (await admin.node.groups.create(name, name[0], names)).group_id
+    for member in members:
+        await eventually(
+            member.node.groups.list_groups,
+            lambda groups: any(g.group_id == group for g in groups),
+        )
+    return group

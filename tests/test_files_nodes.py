@@ -23,7 +23,7 @@ from p2pid.wire.file_views import FileOffered, FileProgress, FileStateChanged, F
 from p2pid.wire.files import FileOffer
 from p2pid.wire.messages import FileShare, MessagesDropped
 from tests import nodes
-from tests.nodes import WAIT_SECONDS, Running, befriend, eventually
+from tests.nodes import WAIT_SECONDS, Running, befriend, group_of
 
 CHUNK = 64 * 1024
 
@@ -415,14 +415,7 @@ async def test_a_group_member_fetches_from_another_member_when_the_sender_is_gon
         running_node(tmp_path / "carol", "Carol") as carol,
     ):
         async with running_node(tmp_path / "alice", "Alice") as alice:
-            await befriend(alice, bob)
-            await befriend(alice, carol)
-            group = (await alice.node.groups.create("Team", "T", ["Bob", "Carol"])).group_id
-            for member in (bob, carol):
-                await eventually(
-                    lambda m=member: m.node.groups.list_groups(),
-                    lambda groups: any(g.group_id == group for g in groups),
-                )
+            group = await group_of(alice, "Team", bob, carol)
             sent = await alice.node.files.send("Team", str(source))
             assert sent.group_id == group and sent.recipients == 2
             for_bob = await offered(bob)
@@ -450,14 +443,7 @@ async def test_a_member_serving_forged_chunks_is_refused_and_the_sender_serves_l
         running_node(tmp_path / "carol", "Carol") as carol,
     ):
         async with running_node(tmp_path / "alice", "Alice") as alice:
-            await befriend(alice, bob)
-            await befriend(alice, carol)
-            group = (await alice.node.groups.create("Board", "B", ["Bob", "Carol"])).group_id
-            for member in (bob, carol):
-                await eventually(
-                    lambda m=member: m.node.groups.list_groups(),
-                    lambda groups: any(g.group_id == group for g in groups),
-                )
+            await group_of(alice, "Board", bob, carol)
             await alice.node.files.send("Board", str(source))
             for_bob = await offered(bob)
             for_carol = await offered(carol)

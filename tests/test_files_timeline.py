@@ -33,7 +33,7 @@ from p2pid.wire.messages import (
     encode_payload,
 )
 from tests import nodes
-from tests.nodes import WAIT_SECONDS, Running, befriend, eventually
+from tests.nodes import WAIT_SECONDS, Running, befriend, eventually, group_of
 from tests.test_device_sync import device_of, link_laptop
 from tests.test_messaging import befriend as befriend_people
 from tests.test_messaging import node_of, person
@@ -133,14 +133,7 @@ async def test_a_file_sent_to_a_group_is_a_line_of_the_group_for_every_member(
 ) -> None:
     source = make_file(tmp_path, "slides.key")
     async with running_nodes(tmp_path, "Alice", "Bob", "Carol") as (alice, bob, carol):
-        await befriend(alice, bob)
-        await befriend(alice, carol)
-        group = (await alice.node.groups.create("Team", "T", ["Bob", "Carol"])).group_id
-        for member in (bob, carol):
-            await eventually(
-                lambda m=member: m.node.groups.list_groups(),
-                lambda groups: any(g.group_id == group for g in groups),
-            )
+        await group_of(alice, "Team", bob, carol)
         await alice.node.groups.send("Team", "before")
         sent = await alice.node.files.send("Team", str(source))
         await alice.node.groups.send("Team", "after")
@@ -158,7 +151,7 @@ async def test_a_file_sent_to_a_group_is_a_line_of_the_group_for_every_member(
             ]
             assert lines[1].message_id == sent.transfer_id and lines[1].state == "unread"
             assert lines[1].lamport == mine[0].lamport  # the place Alice gave it
-        # Carol is not Bob's contact: the event names her as the group knows her.
+        # The event names the group and the sender as Bob calls them.
         received = await next_event(bob, GroupMessageReceived)
         while received.message.kind != "file":
             received = await next_event(bob, GroupMessageReceived)
