@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -31,3 +32,24 @@ def p2pid(
 
 def p2pid_json(home: Path, *args: str) -> Any:
     return json.loads(p2pid(home, "--json", *args).stdout)
+
+
+DAEMON_SIDE = ("libp2p", "trio", "p2pid.store", "p2pid.net", "p2pid.node")
+
+
+def imported_by_cli(
+    home: Path, *args: str, watched: tuple[str, ...] = DAEMON_SIDE
+) -> tuple[str, list[str]]:
+    """Run `p2pid --home HOME ARGS` in a fresh interpreter: what it printed, and which of the
+    `watched` modules it imported."""
+    probe = (
+        "import sys\n"
+        "from p2pid.cli import main\n"
+        f"main(['--home', {str(home)!r}, *{list(args)!r}])\n"
+        f"print([m for m in {watched!r} if m in sys.modules], file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
+    )
+    imported = result.stderr.strip().splitlines()[-1]
+    return result.stdout, list(ast.literal_eval(imported))

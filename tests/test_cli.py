@@ -1,26 +1,14 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import p2pid, p2pid_json
+from tests.cli_helpers import imported_by_cli, p2pid, p2pid_json
 
 
 def test_cli_never_imports_libp2p_trio_or_the_store(tmp_path: Path) -> None:
-    probe = (
-        "import sys\n"
-        "from p2pid.cli import main\n"
-        f"main(['--home', {str(tmp_path)!r}, '--json', 'status'])\n"
-        "daemon_side = ('libp2p', 'trio', 'p2pid.store', 'p2pid.net', 'p2pid.node')\n"
-        "heavy = [m for m in daemon_side if m in sys.modules]\n"
-        "print(heavy, file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
-    )
-    assert result.stderr.strip().splitlines()[-1] == "[]"
+    _, imported = imported_by_cli(tmp_path, "--json", "status")
+    assert imported == []
 
 
 def test_no_daemon_is_a_json_error_with_its_own_exit_code(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -48,7 +47,7 @@ from p2pid.wire.file_views import (
     FileStateChanged,
     FileTransferView,
 )
-from tests.cli_helpers import p2pid, p2pid_json
+from tests.cli_helpers import DAEMON_SIDE, imported_by_cli, p2pid, p2pid_json
 from tests.daemons import running_daemon
 from tests.messaging_helpers import become_contacts, wait_until
 
@@ -442,18 +441,11 @@ def test_without_a_daemon_every_command_is_the_no_daemon_error(cli: Any, args: l
 
 
 def test_file_commands_never_import_the_daemon_side(tmp_path: Path) -> None:
-    probe = (
-        "import sys\n"
-        "from p2pid.cli import main\n"
-        f"main(['--home', {str(tmp_path)!r}, '--json', 'file', 'show', 'abcd'])\n"
-        "daemon_side = ('libp2p', 'trio', 'p2pid.store', 'p2pid.net', 'p2pid.node', 'rich')\n"
-        "print([m for m in daemon_side if m in sys.modules], file=sys.stderr)\n"
+    out, imported = imported_by_cli(
+        tmp_path, "--json", "file", "show", "abcd", watched=(*DAEMON_SIDE, "rich")
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
-    )
-    assert json.loads(result.stdout)["error"]["code"] == ErrorCode.DAEMON_NOT_RUNNING
-    assert result.stderr.strip().splitlines()[-1] == "[]"
+    assert json.loads(out)["error"]["code"] == ErrorCode.DAEMON_NOT_RUNNING
+    assert imported == []
 
 
 # -- what the daemon is asked -------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -46,7 +45,7 @@ from p2pid.wire.group_views import (
     GroupView,
 )
 from p2pid.wire.messages import MessagePage, MessageView
-from tests.cli_helpers import p2pid, p2pid_json
+from tests.cli_helpers import imported_by_cli, p2pid, p2pid_json
 from tests.daemons import running_daemon
 from tests.messaging_helpers import become_contacts, call, wait_until
 
@@ -190,18 +189,9 @@ def test_without_a_daemon_in_text(cli: Any) -> None:
 
 
 def test_group_commands_never_import_the_daemon_side(tmp_path: Path) -> None:
-    probe = (
-        "import sys\n"
-        "from p2pid.cli import main\n"
-        f"main(['--home', {str(tmp_path)!r}, '--json', 'group', 'show', 'Hikers'])\n"
-        "daemon_side = ('libp2p', 'trio', 'p2pid.store', 'p2pid.net', 'p2pid.node')\n"
-        "print([m for m in daemon_side if m in sys.modules], file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
-    )
-    assert json.loads(result.stdout)["error"]["code"] == ErrorCode.DAEMON_NOT_RUNNING
-    assert result.stderr.strip().splitlines()[-1] == "[]"
+    out, imported = imported_by_cli(tmp_path, "--json", "group", "show", "Hikers")
+    assert json.loads(out)["error"]["code"] == ErrorCode.DAEMON_NOT_RUNNING
+    assert imported == []
 
 
 # -- confirming on a terminal -----------------------------------------------------------------
