@@ -42,13 +42,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -58,10 +56,15 @@ from typing import Any
 import blake3
 import file_path_probe
 import wormhole_baseline
-from bench_messaging import Daemon, cpu_seconds, make_contacts, start_daemon
+from bench_messaging import (
+    Daemon,
+    EventReader,
+    cpu_seconds,
+    events_of,
+    make_contacts,
+    start_daemon,
+)
 from common import BenchError, emit, median, parser, run, start_daemon_command
-
-from p2pid.rpc.client import BlockingClient
 
 TARGET_MB_S = 250.0
 MIB = 1 << 20
@@ -93,52 +96,21 @@ def make_source(directory: Path, mib: int) -> Path:
 # --- Bob's events ---------------------------------------------------------------------------
 
 
-class Events:
-    """A thread reading a subscribed RPC connection: (read time, event) of every event."""
+def wait(
+    events: EventReader, matches: Callable[[dict[str, Any]], bool], what: str
+) -> tuple[float, dict[str, Any]]:
+    """(read time, event) of the first event from now on that `matches`; BenchError on a
+    failed transfer."""
 
-    def __init__(self, socket: Path) -> None:
-        self._client = BlockingClient(socket, timeout=None)
-        self._client.call("subscribe")
-        self._queue: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+    def matched(event: dict[str, Any]) -> bool:
+        transfer = event.get("transfer") or {}
+        if matches(event):
+            return True
+        if event.get("type") == "file.state" and transfer.get("state") in ENDED:
+            raise BenchError(f"the transfer ended while waiting for {what}: {transfer}")
+        return False
 
-    def _read(self) -> None:
-        try:
-            while True:
-                event = self._client.next_event()
-                self._queue.put((time.perf_counter(), event))
-        except Exception:  # the connection closed (or the daemon was killed)
-            return
-
-    def wait(
-        self, matches: Callable[[dict[str, Any]], bool], what: str
-    ) -> tuple[float, dict[str, Any]]:
-        """The first event from now on that `matches`; BenchError on a failed transfer."""
-        deadline = time.monotonic() + EVENT_TIMEOUT_SECONDS
-        while True:
-            try:
-                read_at, event = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise BenchError(f"no {what} within {EVENT_TIMEOUT_SECONDS} s") from None
-            if matches(event):
-                return read_at, event
-            transfer = event.get("transfer") or {}
-            if event.get("type") == "file.state" and transfer.get("state") in ENDED:
-                raise BenchError(f"the transfer ended while waiting for {what}: {transfer}")
-
-    def close(self) -> None:
-        self._client.close()
-        self._thread.join(timeout=5)
-
-
-@contextmanager
-def events_of(daemon: Daemon) -> Iterator[Events]:
-    events = Events(daemon.socket)
-    try:
-        yield events
-    finally:
-        events.close()
+    return events.wait(matched, what, EVENT_TIMEOUT_SECONDS)
 
 
 def is_state(transfer_id: str, state: str) -> Callable[[dict[str, Any]], bool]:
@@ -185,13 +157,13 @@ class Pair:
         inbox.mkdir(parents=True, exist_ok=True)
         self.bob.call("file.settings.set", folder=str(inbox), auto_accept="none")
 
-    def offer(self, source: Path, events: Events) -> tuple[str, float]:
+    def offer(self, source: Path, events: EventReader) -> tuple[str, float]:
         """Alice sends `source` to Bob: (transfer id, seconds of the send RPC); Bob has it."""
         started = time.perf_counter()
         sent = self.alice.call("file.send", target=self.bob.identity_id, path=str(source))
         send_seconds = time.perf_counter() - started
         transfer_id: str = sent["transfer_id"]
-        events.wait(is_offer(transfer_id), "file.offered on Bob's side")
+        wait(events, is_offer(transfer_id), "file.offered on Bob's side")
         return transfer_id, send_seconds
 
 
@@ -236,7 +208,7 @@ def p2pid_transfer(pair: Pair, source: Path, source_hash: bytes) -> dict[str, An
         started = time.perf_counter()
         pair.bob.call("file.accept", transfer=transfer_id)
         accepted = time.perf_counter()
-        done_at, event = events.wait(is_state(transfer_id, "complete"), "the complete state")
+        done_at, event = wait(events, is_state(transfer_id, "complete"), "the complete state")
         cpu_after = cpu_seconds(pair.alice.pid), cpu_seconds(pair.bob.pid)
     seconds = done_at - started
     check_received(event["transfer"]["path"], source_hash)
@@ -260,7 +232,7 @@ def resume_transfer(
         settle()
         started = time.perf_counter()
         bob.call("file.accept", transfer=transfer_id)
-        _, progress = events.wait(is_progress_past(transfer_id, int(size * RESUME_AT)), "50 %")
+        _, progress = wait(events, is_progress_past(transfer_id, int(size * RESUME_AT)), "50 %")
         os.kill(bob.pid, signal.SIGKILL)
         killed = time.perf_counter()
     bob.client.close()
@@ -276,8 +248,8 @@ def resume_transfer(
             moving_at = done_at = ready
             transfer = shown
         else:
-            moving_at, _ = events.wait(is_progress_past(transfer_id, durable + 1), "progress")
-            done_at, event = events.wait(is_state(transfer_id, "complete"), "the resumed file")
+            moving_at, _ = wait(events, is_progress_past(transfer_id, durable + 1), "progress")
+            done_at, event = wait(events, is_state(transfer_id, "complete"), "the resumed file")
             transfer = event["transfer"]
     check_received(transfer["path"], source_hash)
     before_kill, after_restart = killed - started, done_at - restart

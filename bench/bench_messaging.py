@@ -154,14 +154,14 @@ def make_contacts(alice: Daemon, bob: Daemon) -> None:
         time.sleep(0.05)
 
 
-class ReceivedEvents:
-    """A thread reading Bob's subscribed RPC connection: (read time, message id) of every
-    `message.received` event, timed as the event is read."""
+class EventReader:
+    """A thread reading a daemon's subscribed RPC connection: every event with the time it was
+    read (so what waits for it is not timed)."""
 
     def __init__(self, socket: Path) -> None:
         self._client = BlockingClient(socket, timeout=None)
         self._client.call("subscribe")
-        self.received: queue.Queue[tuple[float, str]] = queue.Queue()
+        self._queue: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -169,16 +169,25 @@ class ReceivedEvents:
         try:
             while True:
                 event = self._client.next_event()
-                if event.get("type") == "message.received":
-                    self.received.put((time.perf_counter(), event["message"]["message_id"]))
-        except Exception:  # the connection closed: the benchmark is over
+                self._queue.put((time.perf_counter(), event))
+        except Exception:  # the connection closed (the benchmark is over, or a daemon killed)
             return
 
-    def next(self) -> tuple[float, str]:
-        try:
-            return self.received.get(timeout=EVENT_TIMEOUT_SECONDS)
-        except queue.Empty:
-            raise BenchError(f"no message.received within {EVENT_TIMEOUT_SECONDS} s") from None
+    def wait(
+        self,
+        matches: Callable[[dict[str, Any]], bool],
+        what: str,
+        timeout: float = EVENT_TIMEOUT_SECONDS,
+    ) -> tuple[float, dict[str, Any]]:
+        """(read time, event) of the first event from now on that `matches`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                read_at, event = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise BenchError(f"no {what} within {timeout} s") from None
+            if matches(event):
+                return read_at, event
 
     def close(self) -> None:
         self._client.close()  # wakes the reading thread with end of file
@@ -186,8 +195,8 @@ class ReceivedEvents:
 
 
 @contextmanager
-def received_events(bob: Daemon) -> Iterator[ReceivedEvents]:
-    events = ReceivedEvents(bob.socket)
+def events_of(daemon: Daemon) -> Iterator[EventReader]:
+    events = EventReader(daemon.socket)
     try:
         yield events
     finally:
@@ -198,20 +207,23 @@ def received_events(bob: Daemon) -> Iterator[ReceivedEvents]:
 
 
 def send_and_wait(
-    alice: Daemon, bob: Daemon, events: ReceivedEvents, index: int
+    alice: Daemon, bob: Daemon, events: EventReader, index: int
 ) -> tuple[float, float]:
     """One message: (seconds until Bob's event was read, seconds of Alice's send RPC)."""
     started = time.perf_counter()
     sent = alice.call("send", contact=bob.identity_id, text=text_of(index))
     acknowledged = time.perf_counter()
-    while True:
-        arrived, message_id = events.next()
-        if message_id == sent["message_id"]:
-            return arrived - started, acknowledged - started
+    arrived, _ = events.wait(
+        lambda e: (
+            e.get("type") == "message.received" and e["message"]["message_id"] == sent["message_id"]
+        ),
+        "message.received",
+    )
+    return arrived - started, acknowledged - started
 
 
 def latency_batch(
-    alice: Daemon, bob: Daemon, events: ReceivedEvents, indices: range
+    alice: Daemon, bob: Daemon, events: EventReader, indices: range
 ) -> list[tuple[float, float]]:
     return [send_and_wait(alice, bob, events, index) for index in indices]
 
@@ -223,7 +235,7 @@ async def latency_and_baseline(
     latencies: list[float] = []
     acks: list[float] = []
     bare: list[float] = []
-    with received_events(bob) as events:
+    with events_of(bob) as events:
         async with bare_echo() as bare_round_trip:
             for index in range(WARMUP_MESSAGES):
                 await trio.to_thread.run_sync(send_and_wait, alice, bob, events, -1 - index)
